@@ -6,10 +6,11 @@ ARG TARGETARCH
 WORKDIR /workspace
 COPY go.mod go.sum ./
 RUN go mod download
+ARG VERSION=dev
 COPY cmd/ cmd/
 COPY pkg/ pkg/
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w" -o /out/ ./cmd/...
+COPY hack/build.sh hack/build.sh
+RUN GOOS=$TARGETOS GOARCH=$TARGETARCH hack/build.sh /out "$VERSION"
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=builder /out/ /

@@ -48,8 +48,9 @@ KUBE_LDFLAGS := -s -w \
 # Tests find the control plane here (controller-runtime's envtest convention).
 export KUBEBUILDER_ASSETS ?= $(CONTROLPLANE_BIN)
 
-# Binaries of this repository (one image, all at /): every directory in cmd/.
-BINARIES := $(notdir $(wildcard cmd/*))
+# Binaries of this repository (one image, all at /), named as hack/build.sh
+# names them.
+BINARIES := manager proxy-server proxy-agent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMAGE_REGISTRY ?= quay.io/open-cluster-management
 IMAGE_NAME ?= cluster-proxy
@@ -98,8 +99,8 @@ fmt: $(GOLANGCI_LINT) ## Format the code (gofmt + goimports).
 ##@ Build
 
 .PHONY: build
-build: ## Build all binaries into bin/.
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(LOCALBIN)/ ./cmd/...
+build: ## Build all binaries into bin/ (named as in the image: manager, proxy-server, ...).
+	hack/build.sh $(LOCALBIN) $(VERSION)
 
 .PHONY: images
 images: ## Build the multi-arch image with docker buildx (needs a container engine).

@@ -1,0 +1,113 @@
+package proxyserver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+	"open-cluster-management.io/cluster-proxy/pkg/certs"
+)
+
+// UserServerSecretName is the Secret holding the user-server's serving
+// certificate, issued when spec.userServer is set.
+const UserServerSecretName = "cluster-proxy-user-serving-cert"
+
+// UserServerServiceName is the Service of the hub user-server.
+const UserServerServiceName = "cluster-proxy-addon-user"
+
+// certificate is one certificate Secret the reconciler keeps current.
+type certificate struct {
+	// secretName is the kubernetes.io/tls Secret in the proxy-server namespace.
+	secretName string
+	// condition reports its state on the ManagedProxyConfiguration.
+	condition string
+	spec      certs.LeafSpec
+	// mountedByServer: the proxy-server pods mount it, so they roll when it
+	// is reissued.
+	mountedByServer bool
+}
+
+// desiredCertificates lists the certificates mpc asks for. entrypointAddrs are
+// the addresses agents dial (host name or load balancer addresses), which
+// the certificates must name.
+func desiredCertificates(mpc *proxyv1alpha1.ManagedProxyConfiguration, entrypointAddrs []string) []certificate {
+	ns := mpc.Spec.ProxyServer.Namespace
+	svc := mpc.Spec.ProxyServer.InClusterServiceName
+	var additional []string
+	if ss := mpc.Spec.Authentication.Signer.SelfSigned; ss != nil {
+		additional = ss.AdditionalSANs
+	}
+	sans := normalizeSANs(append(append(slices.Clone(additional),
+		"127.0.0.1", "localhost", svc+"."+ns, svc+"."+ns+".svc"), entrypointAddrs...))
+	secrets := mpc.Spec.Authentication.Dump.Secrets
+
+	out := []certificate{
+		{
+			secretName:      secrets.SigningProxyServerSecretName,
+			condition:       proxyv1alpha1.ConditionTypeProxyServerSecretSigned,
+			spec:            certs.LeafSpec{CommonName: "cluster-proxy-proxy-server", SANs: sans, Usage: certs.UsageServing},
+			mountedByServer: true,
+		},
+		{
+			secretName:      secrets.SigningAgentServerSecretName,
+			condition:       proxyv1alpha1.ConditionTypeAgentServerSecretSigned,
+			spec:            certs.LeafSpec{CommonName: "cluster-proxy-agent-server", SANs: sans, Usage: certs.UsageServing},
+			mountedByServer: true,
+		},
+		{
+			secretName: secrets.SigningProxyClientSecretName,
+			condition:  proxyv1alpha1.ConditionTypeProxyClientSecretSigned,
+			spec:       certs.LeafSpec{CommonName: "cluster-proxy-proxy-client", SANs: sans, Usage: certs.UsageClient},
+		},
+	}
+	if mpc.Spec.UserServer != nil {
+		userSANs := normalizeSANs(append(slices.Clone(mpc.Spec.UserServer.AdditionalSANs),
+			"127.0.0.1", "localhost", UserServerServiceName,
+			UserServerServiceName+"."+ns, UserServerServiceName+"."+ns+".svc",
+			UserServerServiceName+"."+ns+".svc.cluster.local"))
+		out = append(out, certificate{
+			secretName: UserServerSecretName,
+			condition:  proxyv1alpha1.ConditionTypeUserServerSecretSigned,
+			spec:       certs.LeafSpec{CommonName: "cluster-proxy-user-server", SANs: userSANs, Usage: certs.UsageServing},
+		})
+	}
+	return out
+}
+
+// normalizeSANs sorts and deduplicates SANs (DNS names compared
+// case-insensitively, IPs by value) so the list is stable.
+func normalizeSANs(sans []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range sans {
+		s = strings.TrimSpace(s)
+		key := strings.ToLower(s)
+		if ip := net.ParseIP(s); ip != nil {
+			key = ip.String()
+			s = key
+		}
+		if s == "" || seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// certificatesHash is a short digest of the certificates the proxy-server
+// pods mount; it changes whenever one of them is reissued.
+func certificatesHash(caPEM []byte, mounted [][]byte) string {
+	h := sha256.New()
+	h.Write(caPEM)
+	for _, m := range mounted {
+		_, _ = fmt.Fprintf(h, "%d:", len(m))
+		h.Write(m)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}

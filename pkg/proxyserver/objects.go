@@ -1,0 +1,322 @@
+package proxyserver
+
+import (
+	"fmt"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
+
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+)
+
+// Names of the hub objects the reconciler creates in the proxy-server
+// namespace.
+const (
+	// ServiceAccountName runs the proxy-server pods.
+	ServiceAccountName = "cluster-proxy"
+	// CASecretName holds the CA certificate (ca.crt) clients and agents trust.
+	CASecretName = "proxy-server-ca"
+	// PortForwardRoleName lets addon-agents port-forward to proxy-server pods.
+	PortForwardRoleName = "cluster-proxy-addon-agent:portforward"
+	// ContainerName is the proxy-server container.
+	ContainerName = "proxy-server"
+)
+
+// Well-known ports of the proxy-server Services.
+const (
+	// ServiceProxyServerPort is the Service port for proxy clients.
+	ServiceProxyServerPort int32 = 8090
+	// ServiceAgentServerPort is the Service port for proxy-agents.
+	ServiceAgentServerPort int32 = 8091
+)
+
+// Mount paths of the proxy-server's certificates.
+const (
+	serverCAMountPath   = "/etc/server-ca-pki"
+	serverCertMountPath = "/etc/server-pki"
+	agentCertMountPath  = "/etc/agent-pki"
+)
+
+const managedByLabel = "app.kubernetes.io/managed-by"
+
+// ManagedByValue is the app.kubernetes.io/managed-by label of every object
+// the addon-manager creates.
+const ManagedByValue = "cluster-proxy-addon-manager"
+
+// render holds what the proxy-server objects of one ManagedProxyConfiguration
+// are built from.
+type render struct {
+	mpc             *proxyv1alpha1.ManagedProxyConfiguration
+	imagePullPolicy corev1.PullPolicy
+	// tlsArgs are the proxy-server flags from the OCM TLS profile.
+	tlsArgs []string
+	// certificatesHash changes when a mounted certificate is reissued.
+	certificatesHash string
+}
+
+func (r *render) namespace() string { return r.mpc.Spec.ProxyServer.Namespace }
+
+func (r *render) owner() *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(proxyv1alpha1.SchemeGroupVersion.String()).
+		WithKind("ManagedProxyConfiguration").
+		WithName(r.mpc.Name).
+		WithUID(r.mpc.UID).
+		WithController(true).
+		WithBlockOwnerDeletion(true)
+}
+
+func (r *render) labels() map[string]string {
+	return map[string]string{managedByLabel: ManagedByValue}
+}
+
+func (r *render) selector() map[string]string {
+	return map[string]string{proxyv1alpha1.LabelComponentName: proxyv1alpha1.ComponentProxyServer}
+}
+
+func (r *render) ports() proxyv1alpha1.ManagedProxyConfigurationDeployPorts {
+	ports := proxyv1alpha1.ManagedProxyConfigurationDeployPorts{ProxyServer: 8090, AgentServer: 8091, HealthServer: 8092, AdminServer: 8095}
+	if d := r.mpc.Spec.Deploy; d != nil {
+		set := func(dst *int32, v int32) {
+			if v != 0 {
+				*dst = v
+			}
+		}
+		set(&ports.ProxyServer, d.Ports.ProxyServer)
+		set(&ports.AgentServer, d.Ports.AgentServer)
+		set(&ports.HealthServer, d.Ports.HealthServer)
+		set(&ports.AdminServer, d.Ports.AdminServer)
+	}
+	return ports
+}
+
+func (r *render) serviceAccount() *corev1ac.ServiceAccountApplyConfiguration {
+	return corev1ac.ServiceAccount(ServiceAccountName, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner())
+}
+
+// service is the in-cluster Service in front of the proxy-servers.
+func (r *render) service() *corev1ac.ServiceApplyConfiguration {
+	ports := r.ports()
+	return corev1ac.Service(r.mpc.Spec.ProxyServer.InClusterServiceName, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(corev1.ServiceTypeClusterIP).
+			WithSelector(r.selector()).
+			WithPorts(
+				servicePort("proxy-server", ServiceProxyServerPort, ports.ProxyServer),
+				servicePort("agent-server", ServiceAgentServerPort, ports.AgentServer),
+			))
+}
+
+// loadBalancerService is the LoadBalancer Service agents dial for a
+// LoadBalancerService entrypoint: agent-server on the entrypoint port, and
+// proxy-server on 8090 unless that is the entrypoint port.
+func (r *render) loadBalancerService() *corev1ac.ServiceApplyConfiguration {
+	ep := r.mpc.Spec.ProxyServer.Entrypoint
+	annotations := map[string]string{}
+	if ep.LoadBalancerService != nil {
+		for _, a := range ep.LoadBalancerService.Annotations {
+			annotations[a.Key] = a.Value
+		}
+	}
+	port := ep.Port
+	if port == 0 {
+		port = DefaultEntrypointPort
+	}
+	ports := r.ports()
+	svcPorts := []*corev1ac.ServicePortApplyConfiguration{servicePort("agent-server", port, ports.AgentServer)}
+	if port != ServiceProxyServerPort {
+		svcPorts = append([]*corev1ac.ServicePortApplyConfiguration{
+			servicePort("proxy-server", ServiceProxyServerPort, ports.ProxyServer),
+		}, svcPorts...)
+	}
+	svc := corev1ac.Service(loadBalancerServiceName(r.mpc), r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(corev1.ServiceTypeLoadBalancer).
+			WithSelector(r.selector()).
+			WithPorts(svcPorts...))
+	if len(annotations) > 0 {
+		svc.WithAnnotations(annotations)
+	}
+	return svc
+}
+
+func servicePort(name string, port, target int32) *corev1ac.ServicePortApplyConfiguration {
+	return corev1ac.ServicePort().WithName(name).WithProtocol(corev1.ProtocolTCP).
+		WithPort(port).WithTargetPort(intstr.FromInt32(target))
+}
+
+// caSecret publishes the CA certificate (never its key) for clients and
+// agents.
+func (r *render) caSecret(caPEM []byte) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(CASecretName, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithType(corev1.SecretTypeOpaque).
+		WithData(map[string][]byte{"ca.crt": caPEM})
+}
+
+// tlsSecret is a certificate Secret of type kubernetes.io/tls.
+func (r *render) tlsSecret(name string, certPEM, keyPEM, caPEM []byte) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(name, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithType(corev1.SecretTypeTLS).
+		WithData(map[string][]byte{
+			corev1.TLSCertKey:       certPEM,
+			corev1.TLSPrivateKeyKey: keyPEM,
+			"ca.crt":                caPEM,
+		})
+}
+
+// portForwardRole lets cluster-proxy agents find proxy-server pods and
+// port-forward to them (the PortForward entrypoint's relay).
+func (r *render) portForwardRole() *rbacv1ac.RoleApplyConfiguration {
+	return rbacv1ac.Role(PortForwardRoleName, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithRules(
+			rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods").WithVerbs("get", "list", "watch"),
+			rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("pods/portforward").WithVerbs("get", "create"),
+		)
+}
+
+func (r *render) portForwardRoleBinding() *rbacv1ac.RoleBindingApplyConfiguration {
+	return rbacv1ac.RoleBinding(PortForwardRoleName, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup(rbacv1.GroupName).WithKind("Role").WithName(PortForwardRoleName)).
+		WithSubjects(rbacv1ac.Subject().WithAPIGroup(rbacv1.GroupName).WithKind(rbacv1.GroupKind).WithName(proxyv1alpha1.AgentGroup))
+}
+
+// args are the proxy-server's arguments: ours first, then the TLS profile,
+// then the user's additionalArgs (so they can override any of ours).
+func (r *render) args() []string {
+	server := r.mpc.Spec.ProxyServer
+	ports := r.ports()
+	args := []string{
+		"--server-count=" + strconv.Itoa(int(server.Replicas)),
+		"--proxy-strategies=destHost",
+		"--server-ca-cert=" + serverCAMountPath + "/ca.crt",
+		"--server-cert=" + serverCertMountPath + "/" + corev1.TLSCertKey,
+		"--server-key=" + serverCertMountPath + "/" + corev1.TLSPrivateKeyKey,
+		"--cluster-ca-cert=" + serverCAMountPath + "/ca.crt",
+		"--cluster-cert=" + agentCertMountPath + "/" + corev1.TLSCertKey,
+		"--cluster-key=" + agentCertMountPath + "/" + corev1.TLSPrivateKeyKey,
+		fmt.Sprintf("--server-port=%d", ports.ProxyServer),
+		fmt.Sprintf("--agent-port=%d", ports.AgentServer),
+		fmt.Sprintf("--health-port=%d", ports.HealthServer),
+		fmt.Sprintf("--admin-port=%d", ports.AdminServer),
+	}
+	args = append(args, r.tlsArgs...)
+	return append(args, server.AdditionalArgs...)
+}
+
+// deployment runs the proxy-servers.
+func (r *render) deployment() *appsv1ac.DeploymentApplyConfiguration {
+	server := r.mpc.Spec.ProxyServer
+	secrets := r.mpc.Spec.Authentication.Dump.Secrets
+	ports := r.ports()
+	podLabels := r.labels()
+	for k, v := range r.selector() {
+		podLabels[k] = v
+	}
+
+	container := corev1ac.Container().
+		WithName(ContainerName).
+		WithImage(server.Image).
+		WithImagePullPolicy(r.imagePullPolicy).
+		WithCommand("/proxy-server").
+		WithArgs(r.args()...).
+		WithPorts(
+			corev1ac.ContainerPort().WithName("proxy-server").WithContainerPort(ports.ProxyServer).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("agent-server").WithContainerPort(ports.AgentServer).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("health").WithContainerPort(ports.HealthServer).WithProtocol(corev1.ProtocolTCP),
+		).
+		// ANP's /readyz turns ready only once an agent is connected, and agents
+		// connect through the Services, so readiness is "accepting agents".
+		WithLivenessProbe(corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz").WithPort(intstr.FromInt32(ports.HealthServer))).
+			WithInitialDelaySeconds(10).WithPeriodSeconds(10).WithFailureThreshold(3)).
+		WithReadinessProbe(corev1ac.Probe().
+			WithTCPSocket(corev1ac.TCPSocketAction().WithPort(intstr.FromInt32(ports.AgentServer))).
+			WithPeriodSeconds(5)).
+		WithResources(corev1ac.ResourceRequirements().WithRequests(corev1.ResourceList{
+			corev1.ResourceCPU:    resource.MustParse("50m"),
+			corev1.ResourceMemory: resource.MustParse("64Mi"),
+		})).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithAllowPrivilegeEscalation(false).
+			WithReadOnlyRootFilesystem(true).
+			WithRunAsNonRoot(true).
+			WithPrivileged(false).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))).
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("proxy-server-ca").WithMountPath(serverCAMountPath).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("proxy-server-cert").WithMountPath(serverCertMountPath).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("agent-server-cert").WithMountPath(agentCertMountPath).WithReadOnly(true),
+		)
+
+	pod := corev1ac.PodSpec().
+		WithServiceAccountName(ServiceAccountName).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithContainers(container).
+		WithVolumes(
+			secretVolume("proxy-server-ca", CASecretName),
+			secretVolume("proxy-server-cert", secrets.SigningProxyServerSecretName),
+			secretVolume("agent-server-cert", secrets.SigningAgentServerSecretName),
+		)
+	if len(server.NodePlacement.NodeSelector) > 0 {
+		pod.WithNodeSelector(server.NodePlacement.NodeSelector)
+	}
+	for i := range server.NodePlacement.Tolerations {
+		pod.WithTolerations(toleration(&server.NodePlacement.Tolerations[i]))
+	}
+
+	return appsv1ac.Deployment(r.mpc.Name, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithAnnotations(map[string]string{
+			proxyv1alpha1.AnnotationConfigurationGeneration: strconv.FormatInt(r.mpc.Generation, 10),
+		}).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(server.Replicas).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(r.selector())).
+			WithStrategy(appsv1ac.DeploymentStrategy().WithType(appsv1.RollingUpdateDeploymentStrategyType)).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(podLabels).
+				WithAnnotations(map[string]string{proxyv1alpha1.AnnotationCertificatesHash: r.certificatesHash}).
+				WithSpec(pod)))
+}
+
+func secretVolume(name, secret string) *corev1ac.VolumeApplyConfiguration {
+	return corev1ac.Volume().WithName(name).
+		WithSecret(corev1ac.SecretVolumeSource().WithSecretName(secret))
+}
+
+func toleration(t *corev1.Toleration) *corev1ac.TolerationApplyConfiguration {
+	ac := corev1ac.Toleration()
+	if t.Key != "" {
+		ac.WithKey(t.Key)
+	}
+	if t.Operator != "" {
+		ac.WithOperator(t.Operator)
+	}
+	if t.Value != "" {
+		ac.WithValue(t.Value)
+	}
+	if t.Effect != "" {
+		ac.WithEffect(t.Effect)
+	}
+	if t.TolerationSeconds != nil {
+		ac.WithTolerationSeconds(*t.TolerationSeconds)
+	}
+	return ac
+}

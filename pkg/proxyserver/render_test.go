@@ -1,0 +1,105 @@
+package proxyserver
+
+import (
+	"testing"
+
+	. "github.com/onsi/gomega"
+
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+	"open-cluster-management.io/cluster-proxy/pkg/certs"
+)
+
+func testMPC() *proxyv1alpha1.ManagedProxyConfiguration {
+	mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+	mpc.Name = "cluster-proxy"
+	mpc.Spec.ProxyServer = proxyv1alpha1.ManagedProxyConfigurationProxyServer{
+		Image: "img", Replicas: 3, InClusterServiceName: "proxy-entrypoint", Namespace: "ns",
+	}
+	mpc.Spec.Authentication.Dump.Secrets = proxyv1alpha1.CertificateSigningSecrets{
+		SigningProxyServerSecretName: "proxy-server", SigningProxyClientSecretName: "proxy-client", SigningAgentServerSecretName: "agent-server",
+	}
+	return mpc
+}
+
+func TestNormalizeSANs(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(normalizeSANs([]string{"b.example.com", " 127.0.0.1", "B.example.com", "", "::ffff:127.0.0.1", "a"})).
+		To(Equal([]string{"127.0.0.1", "a", "b.example.com"}))
+}
+
+func TestDesiredCertificates(t *testing.T) {
+	g := NewWithT(t)
+	mpc := testMPC()
+	mpc.Spec.Authentication.Signer.SelfSigned = &proxyv1alpha1.SelfSignedSigner{AdditionalSANs: []string{"extra.example.com"}}
+
+	got := desiredCertificates(mpc, []string{"198.18.0.1"})
+	g.Expect(got).To(HaveLen(3))
+	byName := map[string]certificate{}
+	for _, c := range got {
+		byName[c.secretName] = c
+	}
+	want := []string{"127.0.0.1", "198.18.0.1", "extra.example.com", "localhost", "proxy-entrypoint.ns", "proxy-entrypoint.ns.svc"}
+	for _, n := range []string{"proxy-server", "agent-server", "proxy-client"} {
+		g.Expect(byName[n].spec.SANs).To(Equal(want), n)
+	}
+	g.Expect(byName["proxy-client"].spec.Usage).To(Equal(certs.UsageClient))
+	g.Expect(byName["proxy-client"].mountedByServer).To(BeFalse())
+	g.Expect(byName["agent-server"].condition).To(Equal(proxyv1alpha1.ConditionTypeAgentServerSecretSigned))
+
+	mpc.Spec.UserServer = &proxyv1alpha1.UserServerConfiguration{AdditionalSANs: []string{"users.example.com"}}
+	got = desiredCertificates(mpc, nil)
+	g.Expect(got).To(HaveLen(4))
+	g.Expect(got[3].secretName).To(Equal(UserServerSecretName))
+	g.Expect(got[3].spec.SANs).To(ContainElements("users.example.com", "cluster-proxy-addon-user.ns.svc.cluster.local"))
+}
+
+func TestArgsHonourDeployPortsAndOrder(t *testing.T) {
+	g := NewWithT(t)
+	mpc := testMPC()
+	mpc.Spec.ProxyServer.AdditionalArgs = []string{"--server-port=9999"}
+	mpc.Spec.Deploy = &proxyv1alpha1.ManagedProxyConfigurationDeploy{Ports: proxyv1alpha1.ManagedProxyConfigurationDeployPorts{AgentServer: 18091}}
+	r := &render{mpc: mpc, tlsArgs: []string{"--tls-min-version=VersionTLS13"}}
+
+	args := r.args()
+	g.Expect(args).To(ContainElements("--server-port=8090", "--agent-port=18091", "--health-port=8092", "--admin-port=8095"))
+	// TLS profile after ours, additionalArgs last so they win.
+	g.Expect(args[len(args)-2:]).To(Equal([]string{"--tls-min-version=VersionTLS13", "--server-port=9999"}))
+
+	svc := r.service()
+	g.Expect(*svc.Spec.Ports[1].Port).To(BeEquivalentTo(8091))
+	g.Expect(svc.Spec.Ports[1].TargetPort.IntVal).To(BeEquivalentTo(18091))
+}
+
+func TestLoadBalancerServicePorts(t *testing.T) {
+	tests := []struct {
+		port      int32
+		wantNames []string
+	}{
+		{port: 0, wantNames: []string{"proxy-server", "agent-server"}},
+		{port: 443, wantNames: []string{"proxy-server", "agent-server"}},
+		{port: 8090, wantNames: []string{"agent-server"}},
+	}
+	for _, tt := range tests {
+		g := NewWithT(t)
+		mpc := testMPC()
+		mpc.Spec.ProxyServer.Entrypoint = &proxyv1alpha1.ManagedProxyConfigurationProxyServerEntrypoint{
+			Type: proxyv1alpha1.EntryPointTypeLoadBalancerService, Port: tt.port,
+		}
+		svc := (&render{mpc: mpc}).loadBalancerService()
+		var names []string
+		for _, p := range svc.Spec.Ports {
+			names = append(names, *p.Name)
+		}
+		g.Expect(names).To(Equal(tt.wantNames), "port %d", tt.port)
+		g.Expect(*svc.Name).To(Equal("proxy-agent-entrypoint"))
+	}
+}
+
+func TestCertificatesHashChangesWithAnyMountedCertificate(t *testing.T) {
+	g := NewWithT(t)
+	base := certificatesHash([]byte("ca"), [][]byte{[]byte("a"), []byte("b")})
+	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("a"), []byte("b")})).To(Equal(base))
+	g.Expect(certificatesHash([]byte("ca2"), [][]byte{[]byte("a"), []byte("b")})).NotTo(Equal(base))
+	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("a"), []byte("c")})).NotTo(Equal(base))
+	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("ab"), []byte("")})).NotTo(Equal(base))
+}
