@@ -6,15 +6,23 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	addonframework "open-cluster-management.io/addon-framework/pkg/addonmanager"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"open-cluster-management.io/cluster-proxy/pkg/agentaddon"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/pkg/proxyserver"
 	"open-cluster-management.io/cluster-proxy/pkg/signer"
@@ -23,7 +31,9 @@ import (
 // NewScheme returns the scheme of every type the addon-manager handles.
 func NewScheme() (*runtime.Scheme, error) {
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, proxyv1alpha1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme, proxyv1alpha1.AddToScheme, clusterv1.Install, addonapiv1beta1.Install,
+	} {
 		if err := add(scheme); err != nil {
 			return nil, fmt.Errorf("failed to build the scheme: %w", err)
 		}
@@ -36,9 +46,25 @@ func NewScheme() (*runtime.Scheme, error) {
 func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	log := logf.FromContext(ctx)
 	o.Log(log)
-	scheme, err := NewScheme()
+	mgr, err := NewManager(ctx, cfg, o)
 	if err != nil {
 		return err
+	}
+	log.Info("starting the addon-manager")
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("addon-manager stopped: %w", err)
+	}
+	return nil
+}
+
+// NewManager assembles the addon-manager: a controller-runtime manager
+// running the ManagedProxyConfiguration reconciler and, while leader, the
+// addon-framework manager with the cluster-proxy agent addon. ctx bounds the
+// hub reads of the addon's values functions.
+func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager, error) {
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
@@ -50,39 +76,92 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 		// Leader election yields the lease on shutdown so a standby takes
 		// over at once.
 		LeaderElectionReleaseOnCancel: true,
-		Logger:                        log,
+		Logger:                        logf.FromContext(ctx),
 	})
 	if err != nil {
-		return fmt.Errorf("failed to create the controller manager: %w", err)
+		return nil, fmt.Errorf("failed to create the controller manager: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return fmt.Errorf("failed to add the health check: %w", err)
+		return nil, fmt.Errorf("failed to add the health check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
-		return fmt.Errorf("failed to add the readiness check: %w", err)
+		return nil, fmt.Errorf("failed to add the readiness check: %w", err)
 	}
 
 	// The CA Secret is read and created without the cache, so a Secret another
 	// manager has just created is seen at once.
 	direct, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return fmt.Errorf("failed to create a client: %w", err)
+		return nil, fmt.Errorf("failed to create a client: %w", err)
 	}
+	ca := &signer.Store{Client: direct, Namespace: o.SignerSecretNamespace, Name: o.SignerSecretName, Clock: clock.RealClock{}}
 	reconciler := &proxyserver.Reconciler{
 		Client:              mgr.GetClient(),
 		Recorder:            mgr.GetEventRecorder(LeaderElectionID),
 		Clock:               clock.RealClock{},
-		CA:                  &signer.Store{Client: direct, Namespace: o.SignerSecretNamespace, Name: o.SignerSecretName, Clock: clock.RealClock{}},
+		CA:                  ca,
 		TLSProfileNamespace: o.PodNamespace,
 		ImagePullPolicy:     corev1.PullPolicy(o.ImagePullPolicy),
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("failed to set up the ManagedProxyConfiguration reconciler: %w", err)
+		return nil, fmt.Errorf("failed to set up the ManagedProxyConfiguration reconciler: %w", err)
 	}
 
-	log.Info("starting the addon-manager")
-	if err := mgr.Start(ctx); err != nil {
-		return fmt.Errorf("addon-manager stopped: %w", err)
+	if err := addAgentAddon(ctx, mgr, cfg, o, ca); err != nil {
+		return nil, err
 	}
-	return nil
+	return mgr, nil
+}
+
+// addAgentAddon runs the addon-framework manager with the cluster-proxy
+// agent addon, only while this addon-manager is the leader.
+func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *Options, ca *signer.Store) error {
+	kubeClient, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to create a kube client: %w", err)
+	}
+	addonClient, err := addonclient.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to create an addon client: %w", err)
+	}
+	registration := &agentaddon.Registration{CA: ca, Clock: clock.RealClock{}}
+	csrs := &agentaddon.CSRController{Client: mgr.GetClient(), KubeClient: kubeClient, Registration: registration}
+	if err := csrs.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("failed to set up the certificate request controller: %w", err)
+	}
+	agentAddon, err := agentaddon.New(agentaddon.Options{
+		Values: &agentaddon.ValuesBuilder{
+			Ctx:                   ctx,
+			Client:                mgr.GetClient(),
+			CA:                    ca,
+			AgentImage:            o.AgentImageName,
+			SignerNamespace:       o.SignerSecretNamespace,
+			EnableKubeAPIProxy:    o.EnableKubeAPIProxy,
+			EnableServiceProxy:    o.EnableServiceProxy,
+			EnableNetworkPolicies: o.EnableNetworkPolicies,
+			EnableImpersonation:   true,
+		},
+		Registration:            registration,
+		KubeClient:              kubeClient,
+		DeploymentConfigs:       utils.NewAddOnDeploymentConfigGetter(addonClient),
+		DefaultInstallNamespace: o.AgentInstallNamespace,
+	})
+	if err != nil {
+		return err
+	}
+	addonManager, err := addonframework.New(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to create the addon-framework manager: %w", err)
+	}
+	if err := addonManager.AddAgent(agentAddon); err != nil {
+		return fmt.Errorf("failed to add the %s agent addon: %w", agentaddon.AddonName, err)
+	}
+	// A plain RunnableFunc runs only on the leader.
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if err := addonManager.Start(ctx); err != nil {
+			return fmt.Errorf("failed to start the addon-framework manager: %w", err)
+		}
+		<-ctx.Done()
+		return nil
+	}))
 }

@@ -207,36 +207,62 @@ func (s LeafSpec) validity() (time.Duration, error) {
 // certificate and of the key in PKCS#8 form. Issue fails if the CA has
 // expired by now.
 func (ca *CA) Issue(spec LeafSpec, now time.Time) (certPEM, keyPEM []byte, err error) {
-	if ca == nil || ca.Cert == nil || ca.Key == nil {
-		return nil, nil, errors.New("CA certificate and key are required to issue a certificate")
-	}
 	validity, err := spec.validity()
 	if err != nil {
 		return nil, nil, err
-	}
-	keyUsage, extKeyUsage, err := spec.Usage.keyUsages()
-	if err != nil {
-		return nil, nil, err
-	}
-	if !now.Before(ca.Cert.NotAfter) {
-		return nil, nil, fmt.Errorf("CA %q expired at %s", ca.Cert.Subject.CommonName, ca.Cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	notAfter := now.Add(validity)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to generate certificate key: %w", err)
 	}
-	serial, err := randomSerial()
+	subject := pkix.Name{CommonName: spec.CommonName, Organization: spec.Organizations}
+	certPEM, err = ca.create(subject, spec.SANs, spec.Usage, validity, key.Public(), now)
 	if err != nil {
 		return nil, nil, err
 	}
-	dnsNames, ips := splitSANs(spec.SANs)
+	keyPEM, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// Sign issues a certificate for someone else's key, as a CSR signer does:
+// exactly subject (no SANs), for usage, valid from now for validity (0 means
+// LeafValidity), clamped to the CA's lifetime. The caller has verified the
+// request; Sign copies nothing from it but the public key.
+func (ca *CA) Sign(subject pkix.Name, pub crypto.PublicKey, usage Usage, validity time.Duration, now time.Time) ([]byte, error) {
+	validity, err := LeafSpec{Validity: validity}.validity()
+	if err != nil {
+		return nil, err
+	}
+	return ca.create(subject, nil, usage, validity, pub, now)
+}
+
+// create signs a certificate for pub.
+func (ca *CA) create(subject pkix.Name, sans []string, usage Usage, validity time.Duration, pub crypto.PublicKey, now time.Time) ([]byte, error) {
+	if ca == nil || ca.Cert == nil || ca.Key == nil {
+		return nil, errors.New("CA certificate and key are required to issue a certificate")
+	}
+	keyUsage, extKeyUsage, err := usage.keyUsages()
+	if err != nil {
+		return nil, err
+	}
+	if !now.Before(ca.Cert.NotAfter) {
+		return nil, fmt.Errorf("CA %q expired at %s", ca.Cert.Subject.CommonName, ca.Cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	dnsNames, ips := splitSANs(sans)
 	template := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: spec.CommonName, Organization: spec.Organizations},
+		Subject:               subject,
 		DNSNames:              dnsNames,
 		IPAddresses:           ips,
 		NotBefore:             now.Add(-clockSkew),
@@ -246,15 +272,11 @@ func (ca *CA) Issue(spec LeafSpec, now time.Time) (certPEM, keyPEM []byte, err e
 		BasicConstraintsValid: true,
 		AuthorityKeyId:        ca.Cert.SubjectKeyId,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, template, ca.Cert, key.Public(), ca.Key)
+	der, err := x509.CreateCertificate(rand.Reader, template, ca.Cert, pub, ca.Key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to create certificate %q: %w", spec.CommonName, err)
+		return nil, fmt.Errorf("failed to create certificate %q: %w", subject.CommonName, err)
 	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return encodeCert(der), keyPEM, nil
+	return encodeCert(der), nil
 }
 
 // CheckLeaf reports why the stored certificate and key must be (re)issued for

@@ -167,3 +167,14 @@ func (s *APIServer) Stop() error {
 	}
 	return nil
 }
+
+// AddUser returns a configuration that authenticates to the API server as
+// user name in groups (a client certificate from the test control plane), so
+// a test can act as another identity, for instance a klusterlet.
+func (s *APIServer) AddUser(name string, groups ...string) (*rest.Config, error) {
+	user, err := s.env.AddUser(envtest.User{Name: name, Groups: groups}, s.Config)
+	if err != nil {
+		return nil, fmt.Errorf("failed to add user %s: %w", name, err)
+	}
+	return user.Config(), nil
+}

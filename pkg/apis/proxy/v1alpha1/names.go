@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // Well-known labels, annotations and names of the cluster-proxy addon that
 // tools and users rely on.
 const (
@@ -22,3 +27,12 @@ const (
 	// AgentGroup is the group of every cluster-proxy agent identity on the hub.
 	AgentGroup = "open-cluster-management:cluster-proxy"
 )
+
+// ServiceProxyHost is the host name hub clients dial, through the tunnel, to
+// reach the service-proxy of a managed cluster:
+// cluster-<first 48 hex digits of sha256(cluster)>.open-cluster-management.proxy.
+// Agents register it as an identifier (host=...).
+func ServiceProxyHost(cluster string) string {
+	sum := sha256.Sum256([]byte(cluster))
+	return "cluster-" + hex.EncodeToString(sum[:])[:48] + ".open-cluster-management.proxy"
+}

@@ -1,0 +1,110 @@
+package agentaddon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"open-cluster-management.io/addon-framework/pkg/addonfactory"
+	"open-cluster-management.io/addon-framework/pkg/agent"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+)
+
+// ManagedProxyConfigurationGVR is the config type the addon reads.
+var ManagedProxyConfigurationGVR = schema.GroupVersionResource{
+	Group: proxyv1alpha1.GroupName, Version: "v1alpha1", Resource: "managedproxyconfigurations",
+}
+
+// Hub RBAC of the agents, bound to the addon-agent's kube-client identity.
+const (
+	// AgentRoleName grants leases in the cluster namespace (hub lease
+	// fallback).
+	AgentRoleName = "cluster-proxy-addon-agent"
+	// AgentTokenReviewClusterRoleName grants token reviews (hub
+	// authentication by the service-proxy).
+	AgentTokenReviewClusterRoleName = "cluster-proxy-addon-agent-tokenreview"
+)
+
+// Options assemble the agent addon.
+type Options struct {
+	// Values computes the core chart values.
+	Values *ValuesBuilder
+	// Registration defines, approves and signs the agents' certificates.
+	Registration *Registration
+	// KubeClient creates the agents' hub RBAC.
+	KubeClient kubernetes.Interface
+	// DeploymentConfigs reads AddOnDeploymentConfigs.
+	DeploymentConfigs utils.AddOnDeploymentConfigGetter
+	// DefaultInstallNamespace is the agent namespace when no
+	// AddOnDeploymentConfig sets one.
+	DefaultInstallNamespace string
+}
+
+// New builds the cluster-proxy agent addon from the embedded chart.
+func New(o Options) (agent.AgentAddon, error) {
+	if o.Values == nil || o.Registration == nil || o.KubeClient == nil || o.DeploymentConfigs == nil || o.DefaultInstallNamespace == "" {
+		return nil, errors.New("agentaddon.New: Values, Registration, KubeClient, DeploymentConfigs and DefaultInstallNamespace are required")
+	}
+	installNamespace := utils.AgentInstallNamespaceFromDeploymentConfigFunc(o.DeploymentConfigs)
+	addon, err := addonfactory.NewAgentAddonFactory(AddonName, ChartFS, ChartDir).
+		WithConfigGVRs(ManagedProxyConfigurationGVR, utils.AddOnDeploymentConfigGVR).
+		WithConfigCheckEnabledOption().
+		WithAgentDeployTriggerClusterFilter(utils.ClusterImageRegistriesAnnotationChanged).
+		WithAgentInstallNamespace(func(ctx context.Context, addon *addonapiv1beta1.ManagedClusterAddOn) (string, error) {
+			ns, err := installNamespace(ctx, addon)
+			if err != nil || ns != "" {
+				return ns, err
+			}
+			return o.DefaultInstallNamespace, nil
+		}).
+		WithGetValuesFuncs(
+			o.Values.GetValues,
+			addonfactory.GetAddOnDeploymentConfigValues(o.DeploymentConfigs,
+				addonfactory.ToAddOnCustomizedVariableValues,
+				addonfactory.ToAddOnNodePlacementValues,
+				addonfactory.ToAddOnProxyConfigValues,
+				addonfactory.ToAddOnResourceRequirementsValues,
+			),
+			// Image registries of an AddOnDeploymentConfig (or the cluster's
+			// image-registries annotation) rewrite both images.
+			addonfactory.GetAgentImageValues(o.DeploymentConfigs, "global.imageOverrides.agentImage", o.Values.AgentImage),
+		).
+		// CSRs are approved and signed by CSRController, not by the
+		// framework's controllers (see CSRController).
+		WithAgentRegistrationOption(&agent.RegistrationOption{
+			Configurations:   o.Registration.Configurations,
+			PermissionConfig: permissionConfig(o.KubeClient),
+		}).
+		WithAgentHealthProber(&agent.HealthProber{Type: agent.HealthProberTypeLease}).
+		BuildHelmAgentAddon()
+	if err != nil {
+		return nil, fmt.Errorf("failed to build the %s agent addon: %w", AddonName, err)
+	}
+	return addon, nil
+}
+
+// permissionConfig grants each cluster's addon-agent leases in its cluster
+// namespace and token reviews on the hub.
+func permissionConfig(kubeClient kubernetes.Interface) agent.PermissionConfigFunc {
+	return utils.NewRBACPermissionConfigBuilder(kubeClient).
+		BindKubeClientRole(&rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Name: AgentRoleName},
+			Rules: []rbacv1.PolicyRule{{
+				APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"*"},
+			}},
+		}).
+		BindKubeClientClusterRole(&rbacv1.ClusterRole{
+			ObjectMeta: metav1.ObjectMeta{Name: AgentTokenReviewClusterRoleName},
+			Rules: []rbacv1.PolicyRule{{
+				APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"},
+			}},
+		}).
+		Build()
+}

@@ -1,0 +1,162 @@
+package agentaddon
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"open-cluster-management.io/addon-framework/pkg/addonfactory"
+	"open-cluster-management.io/addon-framework/pkg/utils"
+	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+	"open-cluster-management.io/cluster-proxy/pkg/proxyserver"
+)
+
+// Paths inside the agent pod.
+const (
+	hubKubeconfigPath = "/etc/kubeconfig/kubeconfig"
+	// ServiceProxyCertSecretName is the hub Secret (in the signer namespace)
+	// holding the service-proxy serving certificate copied to every cluster.
+	ServiceProxyCertSecretName = "cluster-proxy-service-proxy-server-cert"
+)
+
+// ValuesBuilder computes the agent chart values of one managed cluster from
+// the ManagedProxyConfiguration its addon references.
+type ValuesBuilder struct {
+	// Ctx bounds the hub reads (the framework's values functions take no
+	// context).
+	Ctx context.Context
+	// Client reads ManagedProxyConfigurations, Services and Secrets on the hub.
+	Client client.Reader
+	// CA provides the CA certificate the agents trust.
+	CA CALoader
+	// AgentImage is the image of the addon-agent and service-proxy.
+	AgentImage string
+	// SignerNamespace holds the service-proxy certificate Secret.
+	SignerNamespace string
+	// EnableKubeAPIProxy, EnableServiceProxy, EnableNetworkPolicies and
+	// EnableImpersonation switch the optional parts of the agent.
+	EnableKubeAPIProxy, EnableServiceProxy, EnableNetworkPolicies, EnableImpersonation bool
+}
+
+// GetValues is an addonfactory.GetValuesFunc: the core values of the agent
+// chart for cluster. It fails, leaving the addon unrendered, when the
+// configuration's entrypoint is not ready yet.
+func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
+	ctx := b.Ctx
+	name := ConfigurationName(addon)
+	mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+	if err := b.Client.Get(ctx, types.NamespacedName{Name: name}, mpc); err != nil {
+		return nil, fmt.Errorf("failed to get ManagedProxyConfiguration %s for cluster %s: %w", name, cluster.Name, err)
+	}
+	entrypoint, err := proxyserver.ResolveEntrypoint(ctx, b.Client, mpc)
+	if err != nil {
+		return nil, err
+	}
+	if !entrypoint.Ready() {
+		return nil, fmt.Errorf("ManagedProxyConfiguration %s: entrypoint not ready: %s", name, entrypoint.Pending)
+	}
+	ca, err := b.CA.LoadOrCreate(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("failed to load the CA: %w", err)
+	}
+
+	agentImage, err := utils.OverrideImageByAnnotation(cluster.Annotations, b.AgentImage)
+	if err != nil {
+		return nil, fmt.Errorf("failed to apply the image registries of cluster %s: %w", cluster.Name, err)
+	}
+	proxyAgentImage, err := utils.OverrideImageByAnnotation(cluster.Annotations, mpc.Spec.ProxyAgent.Image)
+	if err != nil {
+		return nil, fmt.Errorf("failed to apply the image registries of cluster %s: %w", cluster.Name, err)
+	}
+	registry, image, tag := SplitImage(agentImage)
+
+	addonAgentArgs := []string{
+		"--hub-kubeconfig=" + hubKubeconfigPath,
+		"--cluster-name=" + cluster.Name,
+		"--proxy-server-namespace=" + mpc.Spec.ProxyServer.Namespace,
+	}
+	if entrypoint.PortForward {
+		addonAgentArgs = append(addonAgentArgs,
+			"--enable-port-forward-proxy=true",
+			"--port-forward-proxy-port="+strconv.Itoa(int(entrypoint.Port)))
+	}
+
+	v := Values{
+		IncludeNamespaceCreation:     true,
+		Registry:                     registry,
+		Image:                        image,
+		Tag:                          tag,
+		ProxyAgentImage:              proxyAgentImage,
+		ProxyAgentImagePullSecrets:   mpc.Spec.ProxyAgent.ImagePullSecrets,
+		Replicas:                     mpc.Spec.ProxyAgent.Replicas,
+		AdditionalProxyAgentArgs:     mpc.Spec.ProxyAgent.AdditionalArgs,
+		AdditionalServiceProxyArgs:   mpc.Spec.ProxyAgent.AdditionalServiceProxyArgs,
+		AdditionalServiceCAConfigMap: mpc.Spec.ProxyAgent.AdditionalServiceCAConfigMap,
+		AgentDeploymentAnnotations: map[string]string{
+			proxyv1alpha1.AnnotationConfigurationGeneration: strconv.FormatInt(mpc.Generation, 10),
+		},
+		AddonAgentArgs:        addonAgentArgs,
+		ServiceEntryPoint:     entrypoint.Host,
+		ServiceEntryPointPort: entrypoint.Port,
+		ServiceProxyHost:      proxyv1alpha1.ServiceProxyHost(cluster.Name),
+		Base64EncodedCAData:   base64.StdEncoding.EncodeToString(ca.CertPEM),
+		EnableKubeAPIProxy:    b.EnableKubeAPIProxy,
+		EnableServiceProxy:    b.EnableServiceProxy,
+		EnableImpersonation:   strconv.FormatBool(b.EnableImpersonation),
+	}
+	// The chart derives the agent identifiers from the cluster name and the
+	// actual install namespace (an AddOnDeploymentConfig may change it).
+	v.NetworkPolicies.Enabled = b.EnableNetworkPolicies
+	if b.EnableServiceProxy {
+		secret := &corev1.Secret{}
+		if err := b.Client.Get(ctx, types.NamespacedName{Namespace: b.SignerNamespace, Name: ServiceProxyCertSecretName}, secret); err != nil {
+			return nil, fmt.Errorf("service-proxy is enabled but its certificate Secret %s/%s is not readable: %w", b.SignerNamespace, ServiceProxyCertSecretName, err)
+		}
+		v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString(secret.Data[corev1.TLSCertKey])
+		v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString(secret.Data[corev1.TLSPrivateKeyKey])
+	}
+	return v.ToValues()
+}
+
+// ConfigurationName is the ManagedProxyConfiguration the addon references
+// (through its ClusterManagementAddOn's default or its own configs), or the
+// default one when it references none yet.
+func ConfigurationName(addon *addonapiv1beta1.ManagedClusterAddOn) string {
+	for _, ref := range addon.Status.ConfigReferences {
+		if ref.Group != proxyv1alpha1.GroupName || ref.Resource != "managedproxyconfigurations" {
+			continue
+		}
+		if ref.DesiredConfig != nil && ref.DesiredConfig.Name != "" {
+			return ref.DesiredConfig.Name
+		}
+	}
+	return proxyv1alpha1.DefaultName
+}
+
+// SplitImage splits an image reference into registry, name and tag
+// (registry "quay.io/open-cluster-management", name "cluster-proxy", tag
+// "v1.0.0"). A digest reference keeps "@sha256:..." in the tag position's
+// place; a missing tag is "latest".
+func SplitImage(ref string) (registry, name, tag string) {
+	rest := ref
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest, tag = rest[:i], rest[i:]
+	} else if i := strings.LastIndex(rest, ":"); i > strings.LastIndex(rest, "/") {
+		rest, tag = rest[:i], rest[i+1:]
+	}
+	if tag == "" {
+		tag = "latest"
+	}
+	if i := strings.LastIndex(rest, "/"); i >= 0 {
+		return rest[:i], rest[i+1:], tag
+	}
+	return "", rest, tag
+}
