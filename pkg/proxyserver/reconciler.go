@@ -373,7 +373,10 @@ func (r *Reconciler) reconcileDeployment(ctx context.Context, mpc *proxyv1alpha1
 func (r *Reconciler) apply(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfiguration, obj runtime.ApplyConfiguration) error {
 	if err := r.Client.Apply(ctx, obj, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		err = fmt.Errorf("failed to apply %s: %w", describe(obj), err)
-		r.event(mpc, corev1.EventTypeWarning, ReasonApplyFailed, err.Error())
+		// A shutdown cancels in-flight requests; that is not the object's fault.
+		if !errors.Is(err, context.Canceled) {
+			r.event(mpc, corev1.EventTypeWarning, ReasonApplyFailed, err.Error())
+		}
 		return err
 	}
 	return nil
