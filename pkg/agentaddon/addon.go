@@ -72,9 +72,7 @@ func New(o Options) (agent.AgentAddon, error) {
 				addonfactory.ToAddOnProxyConfigValues,
 				addonfactory.ToAddOnResourceRequirementsValues,
 			),
-			// Image registries of an AddOnDeploymentConfig (or the cluster's
-			// image-registries annotation) rewrite both images.
-			addonfactory.GetAgentImageValues(o.DeploymentConfigs, "global.imageOverrides.agentImage", o.Values.AgentImage),
+			o.Values.ImageValues(o.DeploymentConfigs),
 		).
 		// CSRs are approved and signed by CSRController, not by the
 		// framework's controllers (see CSRController).

@@ -51,11 +51,11 @@ type ValuesBuilder struct {
 // configuration's entrypoint is not ready yet.
 func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
 	ctx := b.Ctx
-	name := ConfigurationName(addon)
-	mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
-	if err := b.Client.Get(ctx, types.NamespacedName{Name: name}, mpc); err != nil {
-		return nil, fmt.Errorf("failed to get ManagedProxyConfiguration %s for cluster %s: %w", name, cluster.Name, err)
+	mpc, err := b.configuration(cluster, addon)
+	if err != nil {
+		return nil, err
 	}
+	name := mpc.Name
 	entrypoint, err := proxyserver.ResolveEntrypoint(ctx, b.Client, mpc)
 	if err != nil {
 		return nil, err
@@ -68,15 +68,9 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 		return nil, fmt.Errorf("failed to load the CA: %w", err)
 	}
 
-	agentImage, err := utils.OverrideImageByAnnotation(cluster.Annotations, b.AgentImage)
-	if err != nil {
-		return nil, fmt.Errorf("failed to apply the image registries of cluster %s: %w", cluster.Name, err)
-	}
-	proxyAgentImage, err := utils.OverrideImageByAnnotation(cluster.Annotations, mpc.Spec.ProxyAgent.Image)
-	if err != nil {
-		return nil, fmt.Errorf("failed to apply the image registries of cluster %s: %w", cluster.Name, err)
-	}
-	registry, image, tag := SplitImage(agentImage)
+	// Image registries (AddOnDeploymentConfig, cluster annotation) are applied
+	// by ImageValues through global.imageOverrides, which the chart prefers.
+	registry, image, tag := SplitImage(b.AgentImage)
 
 	addonAgentArgs := []string{
 		"--hub-kubeconfig=" + hubKubeconfigPath,
@@ -94,7 +88,7 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 		Registry:                     registry,
 		Image:                        image,
 		Tag:                          tag,
-		ProxyAgentImage:              proxyAgentImage,
+		ProxyAgentImage:              mpc.Spec.ProxyAgent.Image,
 		ProxyAgentImagePullSecrets:   mpc.Spec.ProxyAgent.ImagePullSecrets,
 		Replicas:                     mpc.Spec.ProxyAgent.Replicas,
 		AdditionalProxyAgentArgs:     mpc.Spec.ProxyAgent.AdditionalArgs,
@@ -124,6 +118,38 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 		v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString(secret.Data[corev1.TLSPrivateKeyKey])
 	}
 	return v.ToValues()
+}
+
+// ImageValues rewrites the agent images with the image registries of the
+// addon's AddOnDeploymentConfig, else of the cluster's
+// open-cluster-management.io/image-registries annotation, into
+// global.imageOverrides.{agentImage,proxyAgentImage}.
+func (b *ValuesBuilder) ImageValues(getter utils.AddOnDeploymentConfigGetter) addonfactory.GetValuesFunc {
+	return func(cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
+		mpc, err := b.configuration(cluster, addon)
+		if err != nil {
+			return nil, err
+		}
+		agent, err := addonfactory.GetAgentImageValues(getter, "global.imageOverrides.agentImage", b.AgentImage)(cluster, addon)
+		if err != nil {
+			return nil, fmt.Errorf("failed to apply image registries to %s: %w", b.AgentImage, err)
+		}
+		proxyAgent, err := addonfactory.GetAgentImageValues(getter, "global.imageOverrides.proxyAgentImage", mpc.Spec.ProxyAgent.Image)(cluster, addon)
+		if err != nil {
+			return nil, fmt.Errorf("failed to apply image registries to %s: %w", mpc.Spec.ProxyAgent.Image, err)
+		}
+		return addonfactory.MergeValues(agent, proxyAgent), nil
+	}
+}
+
+// configuration reads the ManagedProxyConfiguration the addon references.
+func (b *ValuesBuilder) configuration(cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn) (*proxyv1alpha1.ManagedProxyConfiguration, error) {
+	name := ConfigurationName(addon)
+	mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+	if err := b.Client.Get(b.Ctx, types.NamespacedName{Name: name}, mpc); err != nil {
+		return nil, fmt.Errorf("failed to get ManagedProxyConfiguration %s for cluster %s: %w", name, cluster.Name, err)
+	}
+	return mpc, nil
 }
 
 // ConfigurationName is the ManagedProxyConfiguration the addon references

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"open-cluster-management.io/cluster-proxy/pkg/agentaddon"
@@ -127,6 +128,9 @@ var _ = Describe("The agent addon", Ordered, Label("agentaddon"), func() {
 			Spec: addonapiv1beta1.AddOnDeploymentConfigSpec{
 				NodePlacement: &addonapiv1beta1.NodePlacement{NodeSelector: map[string]string{"zone": "a"}},
 				ProxyConfig:   addonapiv1beta1.ProxyConfig{HTTPSProxy: "http://proxy.example.com:3128", NoProxy: "10.0.0.0/8"},
+				Registries: []addonapiv1beta1.ImageMirror{
+					{Source: "quay.io/open-cluster-management", Mirror: "mirror.example.com/ocm"},
+				},
 			},
 		}
 		Expect(k8sClient.Create(ctx, adc)).To(Succeed())
@@ -139,6 +143,8 @@ var _ = Describe("The agent addon", Ordered, Label("agentaddon"), func() {
 				corev1.EnvVar{Name: "HTTPS_PROXY", Value: "http://proxy.example.com:3128"},
 				corev1.EnvVar{Name: "NO_PROXY", Value: "10.0.0.0/8"},
 			))
+			g.Expect(container(d, "proxy-agent").Image).To(Equal("mirror.example.com/ocm/cluster-proxy:v1.0.0"))
+			g.Expect(container(d, "addon-agent").Image).To(Equal("mirror.example.com/ocm/cluster-proxy:v1.0.0"))
 		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
 
 		By("changing it")
@@ -155,6 +161,28 @@ var _ = Describe("The agent addon", Ordered, Label("agentaddon"), func() {
 			g.Expect(err).NotTo(HaveOccurred())
 			target, _, _ := unstructuredString(objs["Service/cluster1"].Object, "spec", "externalName")
 			g.Expect(target).To(Equal("kubernetes.default.svc.example.internal"))
+		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
+	})
+
+	It("re-renders when the cluster's image-registries annotation changes", func(ctx SpecContext) {
+		createCluster(ctx, "cluster2", true)
+		createAddon(ctx, "cluster2")
+		configure(ctx, "cluster2", mpcConfig("cluster-proxy"))
+		Eventually(func(g Gomega) {
+			d, err := agentDeployment(ctx, "cluster2")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(container(d, "proxy-agent").Image).To(Equal("quay.io/open-cluster-management/cluster-proxy:v1.0.0"))
+		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
+
+		cluster := &clusterv1.ManagedCluster{}
+		Expect(k8sClient.Get(ctx, types.NamespacedName{Name: "cluster2"}, cluster)).To(Succeed())
+		cluster.Annotations = map[string]string{"open-cluster-management.io/image-registries": `{"registries":[{"mirror":"annotated.example.com/ocm","source":"quay.io/open-cluster-management"}]}`}
+		Expect(k8sClient.Update(ctx, cluster)).To(Succeed())
+		Eventually(func(g Gomega) {
+			d, err := agentDeployment(ctx, "cluster2")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(container(d, "proxy-agent").Image).To(Equal("annotated.example.com/ocm/cluster-proxy:v1.0.0"))
+			g.Expect(container(d, "addon-agent").Image).To(Equal("annotated.example.com/ocm/cluster-proxy:v1.0.0"))
 		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
 	})
 
