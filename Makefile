@@ -50,7 +50,7 @@ export KUBEBUILDER_ASSETS ?= $(CONTROLPLANE_BIN)
 
 # Binaries of this repository (one image, all at /), named as hack/build.sh
 # names them.
-BINARIES := manager proxy-server proxy-agent
+BINARIES := manager agent proxy-server proxy-agent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMAGE_REGISTRY ?= quay.io/open-cluster-management
 IMAGE_NAME ?= cluster-proxy
