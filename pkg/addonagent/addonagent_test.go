@@ -27,7 +27,7 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "no hub kubeconfig", change: func(o *Options) { o.HubKubeconfig = "" }, wantErr: "--hub-kubeconfig is required"},
 		{name: "bad cluster name", change: func(o *Options) { o.ClusterName = "Cluster_1" }, wantErr: `invalid --cluster-name "Cluster_1"`},
 		{name: "bad relay port", change: func(o *Options) { o.PortForwardProxyPort = 0 }, wantErr: "--port-forward-proxy-port"},
-		{name: "relay not implemented yet", change: func(o *Options) { o.EnablePortForwardProxy = true }, wantErr: "--enable-port-forward-proxy"},
+		{name: "bad relay target port", change: func(o *Options) { o.PortForwardTargetPort = 70000 }, wantErr: "--port-forward-target-port 70000"},
 		{name: "bad health address", change: func(o *Options) { o.HealthBindAddress = "8888" }, wantErr: "--health-bind-address"},
 		{name: "short lease", change: func(o *Options) { o.LeaseDuration = 0 }, wantErr: "--lease-duration"},
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,8 @@ type Options struct {
 	EnablePortForwardProxy bool
 	// PortForwardProxyPort is the local port the relay listens on.
 	PortForwardProxyPort int
+	// PortForwardTargetPort is the proxy-server pods' agent port.
+	PortForwardTargetPort int
 	// EnableProxyAgentHealthCheck renews the Lease only while the proxy-agent
 	// is connected.
 	EnableProxyAgentHealthCheck bool
@@ -55,6 +58,7 @@ func NewOptions() *Options {
 	return &Options{
 		ProxyServerNamespace:        "open-cluster-management-addon",
 		PortForwardProxyPort:        8091,
+		PortForwardTargetPort:       DefaultProxyServerAgentPort,
 		EnableProxyAgentHealthCheck: true,
 		ProxyAgentReadyURL:          "http://localhost:8093/readyz",
 		HealthBindAddress:           ":8888",
@@ -71,6 +75,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProxyServerNamespace, "proxy-server-namespace", o.ProxyServerNamespace, "Hub namespace of the proxy-servers.")
 	fs.BoolVar(&o.EnablePortForwardProxy, "enable-port-forward-proxy", o.EnablePortForwardProxy, "Relay the proxy-agent's connections through the hub kube-apiserver's port-forwarding.")
 	fs.IntVar(&o.PortForwardProxyPort, "port-forward-proxy-port", o.PortForwardProxyPort, "Local port of the port-forward relay (the entrypoint port).")
+	fs.IntVar(&o.PortForwardTargetPort, "port-forward-target-port", o.PortForwardTargetPort, "Agent port of the proxy-server pods the relay forwards to.")
 	fs.BoolVar(&o.EnableProxyAgentHealthCheck, "enable-proxy-agent-health-check", o.EnableProxyAgentHealthCheck, "Renew the addon lease only while the proxy-agent is connected.")
 	fs.StringVar(&o.ProxyAgentReadyURL, "proxy-agent-ready-url", o.ProxyAgentReadyURL, "Readiness endpoint of the proxy-agent.")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "Address of the /healthz endpoint.")
@@ -97,11 +102,10 @@ func (o *Options) Validate() error {
 	if msgs := validation.IsDNS1123Label(o.ClusterName); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("invalid --cluster-name %q: %s", o.ClusterName, strings.Join(msgs, "; ")))
 	}
-	if o.PortForwardProxyPort < 1 || o.PortForwardProxyPort > 65535 {
-		errs = append(errs, fmt.Errorf("invalid --port-forward-proxy-port %d: must be 1-65535", o.PortForwardProxyPort))
-	}
-	if o.EnablePortForwardProxy {
-		errs = append(errs, errors.New("--enable-port-forward-proxy: the port-forward relay is not implemented yet; use a Hostname or LoadBalancerService entrypoint"))
+	for flag, port := range map[string]int{"--port-forward-proxy-port": o.PortForwardProxyPort, "--port-forward-target-port": o.PortForwardTargetPort} {
+		if port < 1 || port > 65535 {
+			errs = append(errs, fmt.Errorf("invalid %s %d: must be 1-65535", flag, port))
+		}
 	}
 	if _, _, err := net.SplitHostPort(o.HealthBindAddress); err != nil {
 		errs = append(errs, fmt.Errorf("invalid --health-bind-address %q: %w", o.HealthBindAddress, err))
@@ -143,10 +147,23 @@ func Run(ctx context.Context, o *Options) error {
 	}
 	health := &HealthServer{Addr: o.HealthBindAddress, Checks: map[string]func(context.Context) error{"certificates": certsUnchanged}}
 
-	klog.FromContext(ctx).Info("starting the addon-agent", "cluster", o.ClusterName, "namespace", o.PodNamespace)
+	var relay *Relay
+	if o.EnablePortForwardProxy {
+		listener, err := net.Listen("tcp", net.JoinHostPort("localhost", strconv.Itoa(o.PortForwardProxyPort)))
+		if err != nil {
+			return fmt.Errorf("failed to listen for the port-forward relay: %w", err)
+		}
+		relay = &Relay{Hub: hub, HubConfig: hubConfig, Namespace: o.ProxyServerNamespace, Listener: listener, TargetPort: o.PortForwardTargetPort}
+		health.Checks["port forward proxy readiness"] = relay.Ready
+	}
+
+	klog.FromContext(ctx).Info("starting the addon-agent", "cluster", o.ClusterName, "namespace", o.PodNamespace, "portForward", o.EnablePortForwardProxy)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { updater.Run(ctx); return nil })
 	g.Go(func() error { return health.Run(ctx) })
+	if relay != nil {
+		g.Go(func() error { return relay.Run(ctx) })
+	}
 	return g.Wait()
 }
 

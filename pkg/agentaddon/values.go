@@ -27,6 +27,10 @@ const (
 	ServiceProxyCertSecretName = "cluster-proxy-service-proxy-server-cert"
 )
 
+// addonagentDefaultTargetPort is the proxy-server container's agent port
+// when the configuration's deploy.ports does not set one.
+const addonagentDefaultTargetPort = 8091
+
 // ValuesBuilder computes the agent chart values of one managed cluster from
 // the ManagedProxyConfiguration its addon references.
 type ValuesBuilder struct {
@@ -78,9 +82,14 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 		"--proxy-server-namespace=" + mpc.Spec.ProxyServer.Namespace,
 	}
 	if entrypoint.PortForward {
+		agentPort := int32(addonagentDefaultTargetPort)
+		if d := mpc.Spec.Deploy; d != nil && d.Ports.AgentServer != 0 {
+			agentPort = d.Ports.AgentServer
+		}
 		addonAgentArgs = append(addonAgentArgs,
 			"--enable-port-forward-proxy=true",
-			"--port-forward-proxy-port="+strconv.Itoa(int(entrypoint.Port)))
+			"--port-forward-proxy-port="+strconv.Itoa(int(entrypoint.Port)),
+			"--port-forward-target-port="+strconv.Itoa(int(agentPort)))
 	}
 
 	v := Values{
