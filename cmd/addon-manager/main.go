@@ -4,9 +4,7 @@
 package main
 
 import (
-	"flag"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
@@ -16,15 +14,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
+	"open-cluster-management.io/cluster-proxy/pkg/command"
 )
 
 func main() {
 	opts := addonmanager.NewOptions()
 	cmd := &cobra.Command{
-		Use:           "manager",
-		Short:         "cluster-proxy hub addon-manager",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:   "manager",
+		Short: "cluster-proxy hub addon-manager",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Complete()
 			if err := opts.Validate(); err != nil {
@@ -41,15 +38,8 @@ func main() {
 		},
 	}
 	opts.AddFlags(cmd.Flags())
-	klogFlags := flag.NewFlagSet("klog", flag.ExitOnError)
-	klog.InitFlags(klogFlags)
-	_ = klogFlags.Set("v", "2")
-	cmd.Flags().AddGoFlagSet(klogFlags)
-
-	if err := cmd.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "manager:", err)
-		os.Exit(1)
-	}
+	command.AddKlogFlags(cmd, command.DefaultVerbosity)
+	command.Execute(cmd)
 }
 
 // restConfig loads the hub configuration from path, or the usual places
