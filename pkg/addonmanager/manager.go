@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -16,6 +20,7 @@ import (
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -68,6 +73,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   CacheOptions(o.PodNamespace),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		LeaderElection:          o.LeaderElect,
@@ -113,6 +119,28 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 	return mgr, nil
 }
 
+// CacheOptions keep the manager's informers to what it needs: the objects it
+// writes (all labelled proxyserver.ManagedByLabel), ConfigMaps of its own
+// namespace podNamespace (the TLS profile) and this addon's certificate
+// requests. Anything else it reads (the CA Secret, the service-proxy
+// certificate) is read without the cache.
+func CacheOptions(podNamespace string) cache.Options {
+	managed := labels.SelectorFromSet(labels.Set{proxyserver.ManagedByLabel: proxyserver.ManagedByValue})
+	owned := cache.ByObject{Label: managed}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}:         owned,
+		&corev1.Service{}:        owned,
+		&corev1.ServiceAccount{}: owned,
+		&appsv1.Deployment{}:     owned,
+		&rbacv1.Role{}:           owned,
+		&rbacv1.RoleBinding{}:    owned,
+		&corev1.ConfigMap{}:      {Namespaces: map[string]cache.Config{podNamespace: {}}},
+		&certificatesv1.CertificateSigningRequest{}: {
+			Label: labels.SelectorFromSet(labels.Set{addonapiv1beta1.AddonLabelKey: agentaddon.AddonName}),
+		},
+	}}
+}
+
 // addAgentAddon runs the addon-framework manager with the cluster-proxy
 // agent addon, only while this addon-manager is the leader.
 func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *Options, ca *signer.Store) error {
@@ -133,6 +161,7 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 		Values: &agentaddon.ValuesBuilder{
 			Ctx:                   ctx,
 			Client:                mgr.GetClient(),
+			SecretReader:          mgr.GetAPIReader(),
 			CA:                    ca,
 			AgentImage:            o.AgentImageName,
 			SignerNamespace:       o.SignerSecretNamespace,

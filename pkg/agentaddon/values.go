@@ -37,8 +37,11 @@ type ValuesBuilder struct {
 	// Ctx bounds the hub reads (the framework's values functions take no
 	// context).
 	Ctx context.Context
-	// Client reads ManagedProxyConfigurations, Services and Secrets on the hub.
+	// Client reads ManagedProxyConfigurations and Services on the hub.
 	Client client.Reader
+	// SecretReader reads the service-proxy certificate Secret, which the
+	// addon-manager does not own (use an uncached reader).
+	SecretReader client.Reader
 	// CA provides the CA certificate the agents trust.
 	CA CALoader
 	// AgentImage is the image of the addon-agent and service-proxy.
@@ -120,7 +123,7 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 	v.NetworkPolicies.Enabled = b.EnableNetworkPolicies
 	if b.EnableServiceProxy {
 		secret := &corev1.Secret{}
-		if err := b.Client.Get(ctx, types.NamespacedName{Namespace: b.SignerNamespace, Name: ServiceProxyCertSecretName}, secret); err != nil {
+		if err := b.SecretReader.Get(ctx, types.NamespacedName{Namespace: b.SignerNamespace, Name: ServiceProxyCertSecretName}, secret); err != nil {
 			return nil, fmt.Errorf("service-proxy is enabled but its certificate Secret %s/%s is not readable: %w", b.SignerNamespace, ServiceProxyCertSecretName, err)
 		}
 		v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString(secret.Data[corev1.TLSCertKey])

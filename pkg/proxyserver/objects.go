@@ -45,7 +45,9 @@ const (
 	agentCertMountPath  = "/etc/agent-pki"
 )
 
-const managedByLabel = "app.kubernetes.io/managed-by"
+// ManagedByLabel marks every object the addon-manager writes (value
+// ManagedByValue); its cache only holds objects with this label.
+const ManagedByLabel = "app.kubernetes.io/managed-by"
 
 // ManagedByValue is the app.kubernetes.io/managed-by label of every object
 // the addon-manager creates.
@@ -75,7 +77,7 @@ func (r *render) owner() *metav1ac.OwnerReferenceApplyConfiguration {
 }
 
 func (r *render) labels() map[string]string {
-	return map[string]string{managedByLabel: ManagedByValue}
+	return map[string]string{ManagedByLabel: ManagedByValue}
 }
 
 func (r *render) selector() map[string]string {

@@ -64,6 +64,8 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(apiServer.Config, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
+		// The production cache scoping, so the specs see what the manager sees.
+		Cache: addonmanager.CacheOptions(managerNamespace),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	reconciler := &proxyserver.Reconciler{
