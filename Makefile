@@ -138,6 +138,20 @@ bench: ## Run the tunnel benchmarks (arrives with the tunnel; see docs/benchmark
 .PHONY: tools
 tools: $(CONTROLLER_GEN) $(CLIENT_GEN) $(LISTER_GEN) $(INFORMER_GEN) $(GOLANGCI_LINT) $(HELM) ## Install all pinned tools into bin/tools.
 
+# OCM's own controllers and agents for the local environment, built from the
+# tool module hack/tools/ocm (version pinned in its go.mod).
+OCM_MOD := hack/tools/ocm
+OCM_VERSION := $(shell awk '$$1 == "require" && $$2 == "open-cluster-management.io/ocm" {print $$3} $$1 == "open-cluster-management.io/ocm" {print $$2}' $(OCM_MOD)/go.mod | head -n1)
+OCM_BIN := $(LOCALBIN)/ocm/$(OCM_VERSION)
+OCM_BINARIES := $(addprefix $(OCM_BIN)/,registration work addon placement)
+
+.PHONY: ocm
+ocm: $(OCM_BINARIES) ## Build OCM's registration, work, addon and placement binaries into bin/ocm (once).
+
+$(OCM_BINARIES): $(OCM_MOD)/go.mod $(OCM_MOD)/go.sum
+	@echo "building OCM $(notdir $@) $(OCM_VERSION) (cold: about 3 minutes for all four)"
+	cd $(OCM_MOD) && $(GO) build -o $@ open-cluster-management.io/ocm/cmd/$(notdir $@)
+
 .PHONY: controlplane
 controlplane: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(ETCD) ## Build kube-apiserver, kube-controller-manager and etcd into bin/k8s (once).
 
