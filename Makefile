@@ -63,6 +63,8 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout=30m
 LABEL_FILTER ?=
 GINKGO_ARGS := $(if $(LABEL_FILTER),-ginkgo.label-filter='$(LABEL_FILTER)',) -ginkgo.v
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -E '/test/(integration|e2e)(/|$$)')
+# The chart suite needs the Helm CLI and runs under test-helm.
+INTEGRATION_PKGS = $(shell $(GO) list ./test/integration/... | grep -v '/test/integration/helm$$')
 
 ##@ General
 
@@ -80,11 +82,13 @@ generate: manifests $(CONTROLLER_GEN) $(CLIENT_GEN) $(LISTER_GEN) $(INFORMER_GEN
 	hack/update-codegen.sh "$(CLIENT_GEN)" "$(LISTER_GEN)" "$(INFORMER_GEN)"
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD into the chart (its only copy) from the API types.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD into the chart (its only copy) and the manager's RBAC (config/rbac) from the code's markers.
 	$(CONTROLLER_GEN) crd:crdVersions=v1 paths=./pkg/apis/... output:crd:artifacts:config=charts/cluster-proxy/crds
+	$(CONTROLLER_GEN) rbac:roleName=cluster-proxy-addon-manager paths=./pkg/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify
-verify: ## Fail if generated code, CRDs, formatting, vet, go.mod tidiness or lint are off.
+verify: $(CONTROLLER_GEN) $(HELM) ## Fail if generated code, CRDs, RBAC, the chart, formatting, vet, go.mod tidiness or lint are off.
+	hack/verify-chart.sh "$(MAKE)" "$(CONTROLLER_GEN)" "$(HELM)"
 	hack/verify.sh "$(MAKE)"
 	$(MAKE) lint
 
@@ -117,7 +121,7 @@ test-unit: ## Run unit tests (with -race).
 
 .PHONY: test-integration
 test-integration: controlplane ## Run integration suites against a real kube-apiserver (with -race).
-	$(GO) test $(GO_TEST_FLAGS) ./test/integration/... -args $(GINKGO_ARGS)
+	$(GO) test $(GO_TEST_FLAGS) $(INTEGRATION_PKGS) -args $(GINKGO_ARGS)
 
 .PHONY: test-e2e
 test-e2e: ## Run the end-to-end suite (needs the local environment, see README).
@@ -125,9 +129,8 @@ test-e2e: ## Run the end-to-end suite (needs the local environment, see README).
 	else echo "test-e2e: no end-to-end suite exists yet; it arrives with the local environment (make local-up)."; exit 1; fi
 
 .PHONY: test-helm
-test-helm: $(HELM) ## Lint and render the Helm chart.
-	$(HELM) lint --strict charts/cluster-proxy
-	$(HELM) template cluster-proxy charts/cluster-proxy --include-crds --namespace open-cluster-management-addon --kube-version $(KUBE_VERSION) > /dev/null
+test-helm: $(HELM) controlplane ## Test the Helm chart: lint, renders, RBAC and values drift, apply and helm install on a real kube-apiserver.
+	HELM=$(HELM) $(GO) test $(GO_TEST_FLAGS) ./test/integration/helm/... -args $(GINKGO_ARGS)
 
 .PHONY: bench
 bench: ## Run the tunnel benchmarks (arrives with the tunnel; see docs/benchmarks.md).

@@ -62,6 +62,15 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	return nil
 }
 
+// RBAC of the manager itself: leader election (Lease
+// cluster-proxy-addon-manager and its Events, in the manager's own namespace:
+// namespace= below stands for POD_NAMESPACE, the chart's release namespace).
+// The CA Secret is read and created through the secrets rule of the
+// proxyserver package.
+//
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=open-cluster-management-addon
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=open-cluster-management-addon
+
 // NewManager assembles the addon-manager: a controller-runtime manager
 // running the ManagedProxyConfiguration reconciler and, while leader, the
 // addon-framework manager with the cluster-proxy agent addon. ctx bounds the

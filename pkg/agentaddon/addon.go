@@ -47,6 +47,30 @@ type Options struct {
 	DefaultInstallNamespace string
 }
 
+// RBAC of the addon-framework (v1.3.0) manager running this addon: it
+// watches clusters, addons, ClusterManagementAddOns, the config types and its
+// ManifestWorks; updates addon finalizers and patches addon and
+// ClusterManagementAddOn status (and ClusterManagementAddOn annotations);
+// applies and deletes the agent ManifestWorks, owned by the addon
+// (blockOwnerDeletion, hence managedclusteraddons/finalizers). Its
+// PermissionConfig creates and updates the agents' hub Role (leases, all
+// verbs, in each cluster namespace) and ClusterRole (tokenreviews create)
+// with their bindings: RBAC only lets the manager grant what it holds, hence
+// leases with every verb in every namespace and tokenreviews create.
+//
+// +kubebuilder:rbac:groups=cluster.open-cluster-management.io,resources=managedclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=managedclusteraddons,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=managedclusteraddons/status,verbs=patch
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=managedclusteraddons/finalizers,verbs=update
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=clustermanagementaddons,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=clustermanagementaddons/status,verbs=patch
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=addondeploymentconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=proxy.open-cluster-management.io,resources=managedproxyconfigurations,verbs=get;list;watch
+// +kubebuilder:rbac:groups=work.open-cluster-management.io,resources=manifestworks,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings;clusterroles;clusterrolebindings,verbs=get;create;update
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=*
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+
 // New builds the cluster-proxy agent addon from the embedded chart.
 func New(o Options) (agent.AgentAddon, error) {
 	if o.Values == nil || o.Registration == nil || o.KubeClient == nil || o.DeploymentConfigs == nil || o.DefaultInstallNamespace == "" {

@@ -149,6 +149,34 @@ func (r *Reconciler) enqueueAllFor(match func(client.Object) bool) handler.MapFu
 	}
 }
 
+// RBAC of the ManagedProxyConfiguration reconciler (config/rbac/role.yaml is
+// generated from these markers; the chart's roles are checked against it).
+// The proxy-server namespace comes from the ManagedProxyConfiguration, so the
+// objects there need cluster-wide rules. Objects are server-side applied
+// (create + patch). pods and pods/portforward are not used by the manager
+// itself: it grants them to the agents in the port-forward Role, and RBAC
+// only lets it grant what it holds. Events on the cluster-scoped
+// ManagedProxyConfigurations land in the default namespace. The TLS profile
+// ConfigMap is read from the manager's own namespace: namespace= below stands
+// for it (POD_NAMESPACE; the chart's release namespace). delete on the
+// applied kinds lets the manager move their owner reference to a recreated
+// ManagedProxyConfiguration where the OwnerReferencesPermissionEnforcement
+// admission plugin runs (it asks for delete on the object, and for update of
+// the owner's finalizers because of blockOwnerDeletion).
+//
+// +kubebuilder:rbac:groups=proxy.open-cluster-management.io,resources=managedproxyconfigurations,verbs=get;list;watch
+// +kubebuilder:rbac:groups=proxy.open-cluster-management.io,resources=managedproxyconfigurations/status,verbs=patch
+// +kubebuilder:rbac:groups=proxy.open-cluster-management.io,resources=managedproxyconfigurations/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods/portforward,verbs=get;create
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch,namespace=open-cluster-management-addon
+
 // Reconcile brings the hub objects of one ManagedProxyConfiguration in line
 // with its spec and records the outcome in its status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {

@@ -1,0 +1,422 @@
+package helm_test
+
+import (
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
+	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
+	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
+	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
+	"sigs.k8s.io/yaml"
+
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+)
+
+// Keys of the objects every render has.
+const (
+	managerSA         = "ServiceAccount/" + releaseNamespace + "/cluster-proxy-addon-manager"
+	managerDeployment = "Deployment/" + releaseNamespace + "/cluster-proxy-addon-manager"
+	managerCR         = "ClusterRole/open-cluster-management:cluster-proxy:addon-manager"
+	managerCRB        = "ClusterRoleBinding/open-cluster-management:cluster-proxy:addon-manager"
+	managerRole       = "Role/" + releaseNamespace + "/open-cluster-management:cluster-proxy:addon-manager"
+	managerRB         = "RoleBinding/" + releaseNamespace + "/open-cluster-management:cluster-proxy:addon-manager"
+	cmaKey            = "ClusterManagementAddOn/cluster-proxy"
+	mpcKey            = "ManagedProxyConfiguration/cluster-proxy"
+	placementKey      = "Placement/" + releaseNamespace + "/cluster-proxy-placement"
+	bindingKey        = "ManagedClusterSetBinding/" + releaseNamespace + "/global"
+	userDeployment    = "Deployment/" + releaseNamespace + "/cluster-proxy-addon-user"
+	userService       = "Service/" + releaseNamespace + "/cluster-proxy-addon-user"
+	exposedConfigMap  = "ConfigMap/" + releaseNamespace + "/cluster-proxy-exposed-services"
+)
+
+// defaultImage is the main image with the default tag, v<appVersion>.
+func defaultImage() string {
+	return "quay.io/open-cluster-management/cluster-proxy:v" + strings.TrimPrefix(appVersion, "v")
+}
+
+func (r rendered) mpc() *proxyv1alpha1.ManagedProxyConfiguration {
+	mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+	r.into(mpcKey, mpc)
+	return mpc
+}
+
+func (r rendered) cma() *addonapiv1beta1.ClusterManagementAddOn {
+	cma := &addonapiv1beta1.ClusterManagementAddOn{}
+	r.into(cmaKey, cma)
+	return cma
+}
+
+func (r rendered) managerArgs() []string {
+	return containerNamed(r.deployment("cluster-proxy-addon-manager"), "manager").Args
+}
+
+var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
+	It("lints cleanly with --strict, with the default values and every profile", func(ctx SpecContext) {
+		for _, profile := range [][]string{
+			nil,
+			{"--set", "proxyServer.entrypointAddress=proxy.hub.example.com"},
+			{"--set", "proxyServer.entrypointLoadBalancer=true"},
+			{"--set", "userServer.enabled=true,enableServiceProxy=true", "--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus"}]`},
+			{"--set", "installByPlacement.placementName=mine"},
+			{"--set", "networkPolicies.enabled=true,userServer.enabled=true"},
+		} {
+			out, err := runHelm(ctx, append([]string{"lint", "--strict", chartDir, "--namespace", releaseNamespace, "--kube-version", kubeVersion}, profile...)...)
+			Expect(err).NotTo(HaveOccurred(), "profile %v", profile)
+			Expect(out).To(ContainSubstring("0 chart(s) failed"), "profile %v", profile)
+			Expect(out).NotTo(Or(ContainSubstring("[WARNING]"), ContainSubstring("[ERROR]")), "profile %v", profile)
+		}
+	})
+
+	Context("with the default values", func() {
+		var objs rendered
+		BeforeEach(func(ctx SpecContext) { objs = mustRender(ctx) })
+
+		It("renders exactly the manager, its RBAC, the addon, the default configuration and the placement", func() {
+			Expect(objs.keys()).To(ConsistOf(
+				managerSA, managerCR, managerCRB, managerRole, managerRB, managerDeployment,
+				cmaKey, mpcKey, placementKey, bindingKey,
+			))
+			for _, u := range objs {
+				Expect(u.GetLabels()).To(And(
+					HaveKeyWithValue("app.kubernetes.io/managed-by", "Helm"),
+					HaveKeyWithValue("app.kubernetes.io/name", "cluster-proxy"),
+					HaveKeyWithValue("app.kubernetes.io/instance", releaseName),
+				), key(u))
+			}
+		})
+
+		It("runs the addon-manager with the chart's flags, hardened", func() {
+			d := objs.deployment("cluster-proxy-addon-manager")
+			Expect(d.Labels).To(HaveKeyWithValue("component", "cluster-proxy-manager"))
+			Expect(d.Spec.Template.Labels).To(HaveKeyWithValue("component", "cluster-proxy-manager"))
+			Expect(d.Spec.Selector.MatchLabels).To(Equal(map[string]string{"component": "cluster-proxy-manager"}))
+			Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(1)))
+			pod := d.Spec.Template.Spec
+			Expect(pod.ServiceAccountName).To(Equal("cluster-proxy-addon-manager"))
+			Expect(pod.SecurityContext.RunAsNonRoot).To(HaveValue(BeTrue()))
+			Expect(pod.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
+			Expect(pod.NodeSelector).To(BeEmpty())
+			Expect(pod.Tolerations).To(BeEmpty())
+
+			c := containerNamed(d, "manager")
+			Expect(c.Image).To(Equal(defaultImage()))
+			Expect(c.ImagePullPolicy).To(Equal(corev1.PullIfNotPresent))
+			Expect(c.Command).To(Equal([]string{"/manager"}))
+			Expect(c.Args).To(Equal([]string{
+				"--leader-elect=true",
+				"--signer-secret-namespace=" + releaseNamespace,
+				"--agent-image-name=" + defaultImage(),
+				"--enable-kube-api-proxy=true",
+				"--enable-service-proxy=false",
+				"--enable-network-policies=false",
+				"--agent-install-namespace=open-cluster-management-cluster-proxy",
+				"--image-pull-policy=IfNotPresent",
+				"--feature-gates=ClusterProfile=false",
+			}))
+			Expect(c.Env).To(ConsistOf(corev1.EnvVar{
+				Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+			}))
+			Expect(c.Ports).To(ConsistOf(
+				HaveField("ContainerPort", BeEquivalentTo(58080)),
+				HaveField("ContainerPort", BeEquivalentTo(58081)),
+			))
+			Expect(c.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
+			Expect(c.LivenessProbe.HTTPGet.Port.String()).To(Equal("healthz"))
+			Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
+			Expect(c.ReadinessProbe.HTTPGet.Port.String()).To(Equal("healthz"))
+			Expect(c.Resources.Requests).To(HaveKey(corev1.ResourceCPU))
+			Expect(c.SecurityContext).To(Equal(&corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				Privileged:               ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				RunAsNonRoot:             ptr.To(true),
+			}))
+		})
+
+		It("registers the addon with OCM: default configuration and Placements install strategy", func() {
+			cma := objs.cma()
+			Expect(cma.Annotations).To(HaveKeyWithValue("addon.open-cluster-management.io/lifecycle", "addon-manager"))
+			Expect(cma.Spec.DefaultConfigs).To(ConsistOf(addonapiv1beta1.AddOnConfig{
+				ConfigGroupResource: addonapiv1beta1.ConfigGroupResource{Group: proxyv1alpha1.GroupName, Resource: "managedproxyconfigurations"},
+				ConfigReferent:      addonapiv1beta1.ConfigReferent{Name: proxyv1alpha1.DefaultName},
+			}))
+			Expect(cma.Spec.InstallStrategy.Type).To(Equal(addonapiv1beta1.AddonInstallStrategyPlacements))
+			Expect(cma.Spec.InstallStrategy.Placements).To(ConsistOf(HaveField("PlacementRef", addonapiv1beta1.PlacementRef{
+				Name: "cluster-proxy-placement", Namespace: releaseNamespace,
+			})))
+		})
+
+		It("configures proxy-servers in the release namespace reached by port-forwarding", func() {
+			mpc := objs.mpc()
+			Expect(mpc.Spec.Authentication.Signer.Type).To(Equal(proxyv1alpha1.SignerTypeSelfSigned))
+			Expect(mpc.Spec.ProxyServer.Namespace).To(Equal(releaseNamespace))
+			Expect(mpc.Spec.ProxyServer.Image).To(Equal(defaultImage()))
+			Expect(mpc.Spec.ProxyServer.Replicas).To(BeEquivalentTo(1))
+			Expect(mpc.Spec.ProxyServer.Entrypoint).To(Equal(&proxyv1alpha1.ManagedProxyConfigurationProxyServerEntrypoint{
+				Type: proxyv1alpha1.EntryPointTypePortForward, Port: 8091,
+			}))
+			Expect(mpc.Spec.ProxyServer.NodePlacement).To(BeZero())
+			Expect(mpc.Spec.ProxyAgent.Image).To(Equal(defaultImage()))
+			Expect(mpc.Spec.ProxyAgent.Replicas).To(BeEquivalentTo(1))
+			Expect(mpc.Spec.UserServer).To(BeNil())
+		})
+
+		It("selects every cluster of the global cluster set", func() {
+			placement := &clusterv1beta1.Placement{}
+			objs.into(placementKey, placement)
+			Expect(placement.Spec.ClusterSets).To(Equal([]string{"global"}))
+			Expect(placement.Spec.Tolerations).To(ConsistOf(
+				HaveField("Key", "cluster.open-cluster-management.io/unreachable"),
+				HaveField("Key", "cluster.open-cluster-management.io/unavailable"),
+			))
+			binding := &clusterv1beta2.ManagedClusterSetBinding{}
+			objs.into(bindingKey, binding)
+			Expect(binding.Spec.ClusterSet).To(Equal("global"))
+		})
+	})
+
+	It("uses a Hostname entrypoint when entrypointAddress is set, even with the load balancer flag", func(ctx SpecContext) {
+		for _, set := range []string{
+			"proxyServer.entrypointAddress=proxy.hub.example.com,proxyServer.port=443",
+			"proxyServer.entrypointAddress=proxy.hub.example.com,proxyServer.port=443,proxyServer.entrypointLoadBalancer=true",
+		} {
+			mpc := mustRender(ctx, "--set", set).mpc()
+			Expect(mpc.Spec.ProxyServer.Entrypoint).To(Equal(&proxyv1alpha1.ManagedProxyConfigurationProxyServerEntrypoint{
+				Type:     proxyv1alpha1.EntryPointTypeHostname,
+				Hostname: &proxyv1alpha1.EntryPointHostname{Value: "proxy.hub.example.com"},
+				Port:     443,
+			}), set)
+		}
+	})
+
+	It("uses a LoadBalancerService entrypoint with the load balancer flag", func(ctx SpecContext) {
+		mpc := mustRender(ctx, "--set", "proxyServer.entrypointLoadBalancer=true").mpc()
+		Expect(mpc.Spec.ProxyServer.Entrypoint).To(Equal(&proxyv1alpha1.ManagedProxyConfigurationProxyServerEntrypoint{
+			Type:                proxyv1alpha1.EntryPointTypeLoadBalancerService,
+			LoadBalancerService: &proxyv1alpha1.EntryPointLoadBalancerService{Name: "proxy-agent-entrypoint"},
+			Port:                8091,
+		}))
+	})
+
+	It("runs the user-server and the service-proxy certificate controller, with the exposed services", func(ctx SpecContext) {
+		objs := mustRender(ctx,
+			"--set", "userServer.enabled=true,enableServiceProxy=true",
+			"--set", "userServer.additionalSANs={cluster-proxy.apps.example.com}",
+			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s","port":9091,"protocol":"https"},{"namespace":"default","service":"web"}]`,
+		)
+		Expect(objs.keys()).To(ContainElements(
+			userDeployment, userService, exposedConfigMap,
+			"ServiceAccount/"+releaseNamespace+"/cluster-proxy-addon-user",
+			"Role/"+releaseNamespace+"/open-cluster-management:cluster-proxy:addon-user",
+			"RoleBinding/"+releaseNamespace+"/open-cluster-management:cluster-proxy:addon-user",
+			"ClusterRole/open-cluster-management:cluster-proxy:addon-user",
+			"ClusterRoleBinding/open-cluster-management:cluster-proxy:addon-user",
+		))
+		Expect(objs.managerArgs()).To(ContainElement("--enable-service-proxy=true"))
+		Expect(objs.mpc().Spec.UserServer).To(Equal(&proxyv1alpha1.UserServerConfiguration{AdditionalSANs: []string{"cluster-proxy.apps.example.com"}}))
+
+		d := objs.deployment("cluster-proxy-addon-user")
+		Expect(d.Spec.Template.Spec.ServiceAccountName).To(Equal("cluster-proxy-addon-user"))
+		Expect(containerNames(d)).To(ConsistOf("controllers", "user-server"))
+		ctrls := containerNamed(d, "controllers")
+		Expect(ctrls.Command).To(Equal([]string{"/cluster-proxy"}))
+		Expect(ctrls.Args).To(ContainElements("controllers",
+			"--certificates-namespace="+releaseNamespace, "--signer-secret-namespace="+releaseNamespace, "--signer-secret-name=cluster-proxy-signer"))
+		user := containerNamed(d, "user-server")
+		Expect(user.Image).To(Equal(defaultImage()))
+		Expect(user.Command).To(Equal([]string{"/cluster-proxy"}))
+		Expect(user.Args).To(ConsistOf("user-server",
+			"--host=proxy-entrypoint."+releaseNamespace+".svc", "--port=8090",
+			"--proxy-ca-cert=/etc/proxy-server-ca/ca.crt", "--proxy-cert=/etc/proxy-client/tls.crt", "--proxy-key=/etc/proxy-client/tls.key",
+			"--server-cert=/etc/user-server/tls.crt", "--server-key=/etc/user-server/tls.key", "--server-port=9092",
+			"--service-proxy-ca-cert=/etc/proxy-server-ca/ca.crt",
+			"--exposed-services-configmap=cluster-proxy-exposed-services",
+		))
+		Expect(user.Ports).To(ContainElement(HaveField("ContainerPort", BeEquivalentTo(9092))))
+		secrets := map[string]string{}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			secrets[v.Name] = v.Secret.SecretName
+		}
+		Expect(secrets).To(Equal(map[string]string{
+			"proxy-server-ca": "proxy-server-ca", "proxy-client": "proxy-client", "user-server": "cluster-proxy-user-serving-cert",
+		}), "the Secrets the addon-manager writes for the default configuration")
+		for _, m := range user.VolumeMounts {
+			Expect(secrets).To(HaveKey(m.Name))
+			Expect(m.ReadOnly).To(BeTrue())
+		}
+
+		svc := &corev1.Service{}
+		objs.into(userService, svc)
+		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
+		Expect(svc.Spec.Ports).To(ConsistOf(And(HaveField("Port", BeEquivalentTo(9092)), HaveField("TargetPort.StrVal", "https"))))
+		Expect(labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels))).To(BeTrue(), "the Service selects the user-server pods")
+
+		cm := &corev1.ConfigMap{}
+		objs.into(exposedConfigMap, cm)
+		var services []map[string]any
+		Expect(yaml.UnmarshalStrict([]byte(cm.Data["services"]), &services)).To(Succeed())
+		Expect(services).To(Equal([]map[string]any{
+			{"namespace": "monitoring", "service": "prometheus-k8s", "port": float64(9091), "protocol": "https"},
+			{"namespace": "default", "service": "web"},
+		}))
+	})
+
+	It("runs only the certificate controller with the service-proxy and no user-server", func(ctx SpecContext) {
+		objs := mustRender(ctx, "--set", "enableServiceProxy=true")
+		Expect(containerNames(objs.deployment("cluster-proxy-addon-user"))).To(ConsistOf("controllers"))
+		Expect(objs.keys()).NotTo(ContainElements(userService, exposedConfigMap))
+		Expect(objs.mpc().Spec.UserServer).To(BeNil())
+	})
+
+	It("renders an empty, deny-all exposed-services list for the user-server by default", func(ctx SpecContext) {
+		objs := mustRender(ctx, "--set", "userServer.enabled=true,exposedServicesConfigMapName=allowed-services")
+		Expect(containerNames(objs.deployment("cluster-proxy-addon-user"))).To(ConsistOf("user-server"))
+		Expect(containerNamed(objs.deployment("cluster-proxy-addon-user"), "user-server").Args).To(ContainElement("--exposed-services-configmap=allowed-services"))
+		cm := &corev1.ConfigMap{}
+		objs.into("ConfigMap/"+releaseNamespace+"/allowed-services", cm)
+		var services []map[string]any
+		Expect(yaml.UnmarshalStrict([]byte(cm.Data["services"]), &services)).To(Succeed())
+		Expect(services).To(BeEmpty())
+		Expect(objs.mpc().Spec.UserServer).To(Equal(&proxyv1alpha1.UserServerConfiguration{AdditionalSANs: []string{}}))
+	})
+
+	It("installs by a given Placement without creating one", func(ctx SpecContext) {
+		for _, c := range []struct {
+			set, namespace string
+		}{
+			{"installByPlacement.placementName=with-proxy,installByPlacement.placementNamespace=placements", "placements"},
+			{"installByPlacement.placementName=with-proxy", releaseNamespace},
+		} {
+			objs := mustRender(ctx, "--set", c.set)
+			Expect(objs.keys()).NotTo(ContainElement(HavePrefix("Placement/")), c.set)
+			Expect(objs.keys()).NotTo(ContainElement(HavePrefix("ManagedClusterSetBinding/")), c.set)
+			Expect(objs.cma().Spec.InstallStrategy.Placements).To(ConsistOf(HaveField("PlacementRef", addonapiv1beta1.PlacementRef{
+				Name: "with-proxy", Namespace: c.namespace,
+			})), c.set)
+		}
+	})
+
+	It("admits only the served ports with network policies, and passes them on to the agents", func(ctx SpecContext) {
+		objs := mustRender(ctx, "--set", "networkPolicies.enabled=true")
+		Expect(objs.managerArgs()).To(ContainElement("--enable-network-policies=true"))
+		Expect(objs.keys()).To(ContainElements(
+			"NetworkPolicy/"+releaseNamespace+"/cluster-proxy-addon-manager",
+			"NetworkPolicy/"+releaseNamespace+"/cluster-proxy-proxy-server",
+		))
+		Expect(objs.keys()).NotTo(ContainElement("NetworkPolicy/" + releaseNamespace + "/cluster-proxy-addon-user"))
+
+		objs = mustRender(ctx, "--set", "networkPolicies.enabled=true,userServer.enabled=true,enableServiceProxy=true")
+		policy := func(name string) *networkingv1.NetworkPolicy {
+			np := &networkingv1.NetworkPolicy{}
+			objs.into("NetworkPolicy/"+releaseNamespace+"/"+name, np)
+			Expect(np.Spec.PolicyTypes).To(Equal([]networkingv1.PolicyType{networkingv1.PolicyTypeIngress}))
+			return np
+		}
+		ports := func(np *networkingv1.NetworkPolicy) []int32 {
+			var out []int32
+			for _, rule := range np.Spec.Ingress {
+				for _, p := range rule.Ports {
+					out = append(out, p.Port.IntVal)
+				}
+			}
+			return out
+		}
+		selects := func(np *networkingv1.NetworkPolicy, podLabels map[string]string) bool {
+			sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+			Expect(err).NotTo(HaveOccurred())
+			return sel.Matches(labels.Set(podLabels))
+		}
+
+		manager := policy("cluster-proxy-addon-manager")
+		Expect(ports(manager)).To(ConsistOf(int32(58080), int32(58081)))
+		Expect(selects(manager, objs.deployment("cluster-proxy-addon-manager").Spec.Template.Labels)).To(BeTrue())
+
+		server := policy("cluster-proxy-proxy-server")
+		Expect(ports(server)).To(ConsistOf(int32(8090), int32(8091), int32(8092)))
+		Expect(selects(server, map[string]string{proxyv1alpha1.LabelComponentName: proxyv1alpha1.ComponentProxyServer})).To(BeTrue(),
+			"the policy selects the proxy-server pods the addon-manager deploys")
+
+		user := policy("cluster-proxy-addon-user")
+		Expect(ports(user)).To(ConsistOf(int32(9092), int32(8000), int32(8080), int32(8081)))
+		Expect(selects(user, objs.deployment("cluster-proxy-addon-user").Spec.Template.Labels)).To(BeTrue())
+		Expect(selects(user, objs.deployment("cluster-proxy-addon-manager").Spec.Template.Labels)).To(BeFalse())
+	})
+
+	It("passes images, replicas, namespaces, pull policies, feature gates and node placement where they belong", func(ctx SpecContext) {
+		objs := mustRender(ctx,
+			"--set", "registry=mirror.example.com:5000/ocm/,image=proxy,tag=v9.9.9,replicas=3",
+			"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent",
+			"--set", "spokeAddonNamespace=proxy-agents,enableKubeApiProxy=false,featureGates.clusterProfile=true",
+			"--set", "imagePullPolicy=Always,proxyServer.imagePullPolicy=Never,userServer.enabled=true",
+			"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
+			"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
+			"--set-json", `resources={"limits":{"memory":"1Gi"}}`,
+		)
+		image := "mirror.example.com:5000/ocm/proxy:v9.9.9"
+		Expect(objs.managerArgs()).To(ContainElements(
+			"--agent-image-name="+image, "--agent-install-namespace=proxy-agents", "--enable-kube-api-proxy=false",
+			"--image-pull-policy=Never", "--feature-gates=ClusterProfile=true",
+		))
+		toleration := corev1.Toleration{Key: "node-role.kubernetes.io/infra", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}
+		for _, name := range []string{"cluster-proxy-addon-manager", "cluster-proxy-addon-user"} {
+			d := objs.deployment(name)
+			Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(3)), name)
+			Expect(d.Spec.Template.Spec.NodeSelector).To(Equal(map[string]string{"node-role.kubernetes.io/infra": ""}), name)
+			Expect(d.Spec.Template.Spec.Tolerations).To(Equal([]corev1.Toleration{toleration}), name)
+			for _, c := range d.Spec.Template.Spec.Containers {
+				Expect(c.Image).To(Equal(image), name)
+				Expect(c.ImagePullPolicy).To(Equal(corev1.PullAlways), name)
+				Expect(c.Resources.Limits.Memory().String()).To(Equal("1Gi"), name)
+				Expect(c.Resources.Requests.Cpu().String()).To(Equal("50m"), name)
+			}
+		}
+		mpc := objs.mpc()
+		Expect(mpc.Spec.ProxyServer.Image).To(Equal("mirror.example.com/server:v9.9.9"))
+		Expect(mpc.Spec.ProxyAgent.Image).To(Equal("mirror.example.com/agent:v9.9.9"))
+		Expect(mpc.Spec.ProxyServer.Replicas).To(BeEquivalentTo(3))
+		Expect(mpc.Spec.ProxyAgent.Replicas).To(BeEquivalentTo(3))
+		Expect(mpc.Spec.ProxyServer.NodePlacement.NodeSelector).To(Equal(map[string]string{"node-role.kubernetes.io/infra": ""}))
+		Expect(mpc.Spec.ProxyServer.NodePlacement.Tolerations).To(Equal([]corev1.Toleration{toleration}))
+	})
+
+	It("renders a digest tag and an image without registry", func(ctx SpecContext) {
+		digest := "sha256:" + strings.Repeat("ab", 32)
+		objs := mustRender(ctx, "--set", "registry=,tag="+digest)
+		Expect(objs.managerArgs()).To(ContainElement("--agent-image-name=cluster-proxy@" + digest))
+		Expect(objs.mpc().Spec.ProxyServer.Image).To(Equal("quay.io/open-cluster-management/cluster-proxy@" + digest))
+	})
+
+	DescribeTable("refuses bad values with a message naming the field",
+		func(ctx SpecContext, want string, args ...string) {
+			_, err := render(ctx, args...)
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(want))
+		},
+		Entry("a pull policy outside the enum", "at '/proxyServer/imagePullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+			"--set", "proxyServer.imagePullPolicy=Sometimes"),
+		Entry("the hub pull policy outside the enum", "at '/imagePullPolicy'", "--set", "imagePullPolicy=sometimes"),
+		Entry("replicas as a string", "at '/replicas': got string, want integer", "--set-string", "replicas=three"),
+		Entry("no replicas", "at '/replicas': minimum", "--set", "replicas=0"),
+		Entry("a misspelt value", "additional properties 'replica' not allowed", "--set", "replica=3"),
+		Entry("a misspelt nested value", "at '/userServer': additional properties 'enable' not allowed", "--set", "userServer.enable=true"),
+		Entry("a boolean as a string", "at '/enableServiceProxy': got string, want boolean", "--set-string", "enableServiceProxy=yes"),
+		Entry("a port out of range", "at '/proxyServer/port': maximum", "--set", "proxyServer.port=70000"),
+		Entry("an entrypoint address with a scheme", "at '/proxyServer/entrypointAddress'", "--set", "proxyServer.entrypointAddress=https://proxy.example.com"),
+		Entry("an invalid agent namespace", "at '/spokeAddonNamespace'", "--set", "spokeAddonNamespace=Proxy_Agents"),
+		Entry("an exposed service without its name", "at '/exposedServices/0': missing property 'service'",
+			"--set-json", `exposedServices=[{"namespace":"monitoring"}]`),
+		Entry("an exposed service with an unknown protocol", "at '/exposedServices/0/protocol'",
+			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"p","protocol":"ftp"}]`),
+		Entry("an unknown resources key", "at '/resources': additional properties 'request' not allowed", "--set", "resources.request.cpu=1"),
+		Entry("impersonation off", "enableImpersonation: false is not supported", "--set", "enableImpersonation=false"),
+		Entry("a placement namespace without a placement", "installByPlacement.placementNamespace is set without installByPlacement.placementName",
+			"--set", "installByPlacement.placementNamespace=placements"),
+	)
+})
