@@ -24,8 +24,8 @@ var ManagedProxyConfigurationGVR = schema.GroupVersionResource{
 
 // Hub RBAC of the agents, bound to the addon-agent's kube-client identity.
 const (
-	// AgentRoleName grants leases in the cluster namespace (hub lease
-	// fallback).
+	// AgentRoleName grants leases (get, create, update) in the cluster
+	// namespace (the addon-agent's hub lease fallback).
 	AgentRoleName = "cluster-proxy-addon-agent"
 	// AgentTokenReviewClusterRoleName grants token reviews (hub
 	// authentication by the service-proxy).
@@ -53,10 +53,10 @@ type Options struct {
 // ClusterManagementAddOn status (and ClusterManagementAddOn annotations);
 // applies and deletes the agent ManifestWorks, owned by the addon
 // (blockOwnerDeletion, hence managedclusteraddons/finalizers). Its
-// PermissionConfig creates and updates the agents' hub Role (leases, all
-// verbs, in each cluster namespace) and ClusterRole (tokenreviews create)
-// with their bindings: RBAC only lets the manager grant what it holds, hence
-// leases with every verb in every namespace and tokenreviews create.
+// PermissionConfig creates and updates the agents' hub Role (leases get,
+// create and update in each cluster namespace) and ClusterRole (tokenreviews
+// create) with their bindings: RBAC only lets the manager grant what it
+// holds, hence those lease verbs in every namespace and tokenreviews create.
 //
 // +kubebuilder:rbac:groups=cluster.open-cluster-management.io,resources=managedclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=managedclusteraddons,verbs=get;list;watch;update
@@ -68,7 +68,7 @@ type Options struct {
 // +kubebuilder:rbac:groups=proxy.open-cluster-management.io,resources=managedproxyconfigurations,verbs=get;list;watch
 // +kubebuilder:rbac:groups=work.open-cluster-management.io,resources=manifestworks,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings;clusterroles;clusterrolebindings,verbs=get;create;update
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=*
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
 // New builds the cluster-proxy agent addon from the embedded chart.
@@ -119,7 +119,7 @@ func permissionConfig(kubeClient kubernetes.Interface) agent.PermissionConfigFun
 		BindKubeClientRole(&rbacv1.Role{
 			ObjectMeta: metav1.ObjectMeta{Name: AgentRoleName},
 			Rules: []rbacv1.PolicyRule{{
-				APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"*"},
+				APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"},
 			}},
 		}).
 		BindKubeClientClusterRole(&rbacv1.ClusterRole{
