@@ -137,8 +137,9 @@ type APIServer struct {
 }
 
 // StartAPIServer starts etcd and kube-apiserver from the control-plane build
-// and installs the chart's CRDs plus any extra CRD directories. It fails
-// (never skips) when the binaries are missing.
+// (with the OwnerReferencesPermissionEnforcement admission plugin, as
+// production hubs run) and installs the chart's CRDs plus any extra CRD
+// directories. It fails (never skips) when the binaries are missing.
 func StartAPIServer(extraCRDDirs ...string) (*APIServer, error) {
 	assets, err := ControlPlaneAssets(KubeAPIServer, Etcd)
 	if err != nil {
@@ -153,6 +154,10 @@ func StartAPIServer(extraCRDDirs ...string) (*APIServer, error) {
 		CRDDirectoryPaths:     append([]string{crds}, extraCRDDirs...),
 		ErrorIfCRDPathMissing: true,
 	}
+	// As production hubs (OpenShift among them) run it: setting
+	// blockOwnerDeletion owner references then needs update on the owner's
+	// finalizers, which RBAC must grant.
+	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("failed to start kube-apiserver and etcd from %s: %w", assets, err)

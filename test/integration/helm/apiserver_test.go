@@ -33,7 +33,6 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	workv1 "open-cluster-management.io/api/work/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
@@ -65,40 +64,30 @@ var managerUser = struct {
 
 // hubEnv is a hub kube-apiserver with the chart's and OCM's hub CRDs.
 type hubEnv struct {
-	env    *envtest.Environment
+	server *framework.APIServer
 	cfg    *rest.Config
 	client client.Client
 	scheme *runtime.Scheme
 }
 
-// startHub starts a hub kube-apiserver like framework.StartAPIServer, with
-// the OwnerReferencesPermissionEnforcement admission plugin that production
-// hubs (OpenShift among them) run: it makes setting blockOwnerDeletion
-// owner references need update on the owner's finalizers, which the
-// addon-manager's RBAC must then grant.
+// startHub starts a hub kube-apiserver (framework.StartAPIServer runs the
+// OwnerReferencesPermissionEnforcement admission plugin, as production hubs
+// do, so the addon-manager's RBAC must grant finalizer updates) with the
+// OCM hub CRDs.
 func startHub() *hubEnv {
-	assets, err := framework.ControlPlaneAssets(framework.KubeAPIServer, framework.Etcd)
-	Expect(err).NotTo(HaveOccurred())
-	chartCRDs, err := framework.CRDDir()
-	Expect(err).NotTo(HaveOccurred())
 	ocmCRDs, err := framework.OCMHubCRDs(GinkgoT().TempDir())
 	Expect(err).NotTo(HaveOccurred())
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{chartCRDs, ocmCRDs},
-		ErrorIfCRDPathMissing: true,
-	}
-	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
-	cfg, err := env.Start()
+	server, err := framework.StartAPIServer(ocmCRDs)
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(env.Stop)
+	DeferCleanup(server.Stop)
+	cfg := server.Config
 
 	scheme, err := addonmanager.NewScheme()
 	Expect(err).NotTo(HaveOccurred())
 	Expect(workv1.Install(scheme)).To(Succeed())
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	return &hubEnv{env: env, cfg: cfg, client: c, scheme: scheme}
+	return &hubEnv{server: server, cfg: cfg, client: c, scheme: scheme}
 }
 
 // apply server-side applies every object, as the admin, with no dry-run.
@@ -370,9 +359,9 @@ func klusterletClient(ctx context.Context, hub *hubEnv, cluster string) client.C
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "test-klusterlet-csrs"},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: group}},
 	})).To(Succeed())
-	user, err := hub.env.AddUser(envtest.User{Name: group + ":agent1", Groups: []string{group}}, hub.cfg)
+	userConfig, err := hub.server.AddUser(group+":agent1", group)
 	Expect(err).NotTo(HaveOccurred())
-	c, err := client.New(user.Config(), client.Options{Scheme: hub.scheme})
+	c, err := client.New(userConfig, client.Options{Scheme: hub.scheme})
 	Expect(err).NotTo(HaveOccurred())
 	return c
 }
