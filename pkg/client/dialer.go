@@ -303,6 +303,27 @@ func (c *tunnelConn) Close() error {
 	return err
 }
 
+// maxWriteChunk bounds the bytes one Write hands to konnectivity, which
+// sends each as a single gRPC message: the proxy-server refuses messages
+// above gRPC's default 4 MiB, and the data would be lost while Write
+// reported success.
+const maxWriteChunk = 1 << 20
+
+// Write writes p in chunks of at most maxWriteChunk bytes.
+func (c *tunnelConn) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), maxWriteChunk)]
+		n, err := c.Conn.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[len(chunk):]
+	}
+	return written, nil
+}
+
 // LocalAddr returns a placeholder: the local end is inside the tunnel.
 func (c *tunnelConn) LocalAddr() net.Addr { return tunnelAddr("") }
 

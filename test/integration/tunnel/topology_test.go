@@ -1,0 +1,401 @@
+package tunnel_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	agentoptions "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app/options"
+
+	"open-cluster-management.io/cluster-proxy/test/framework"
+)
+
+// Helpers for the fault and load specs: proxy-servers and proxy-agents
+// started one by one (so a spec can kill, restart or multiply them), a
+// round-robin TCP relay standing in for a Service in front of proxy-server
+// replicas, and a scraper for the processes' Prometheus metrics.
+
+// agentSyncIntervalCap is the longest the proxy-agent waits between two
+// attempts to connect to a proxy-server (ANP's --sync-interval-cap default;
+// the specs do not set the flag). Its backoff is jittered by 10 %.
+var agentSyncIntervalCap = agentoptions.NewGrpcProxyAgentOptions().SyncIntervalCap
+
+// reconnectBound is how long a spec lets an agent take to (re)connect: the
+// backoff cap plus its jitter, plus a margin for process start-up and the
+// TLS handshakes on a loaded 2-core machine. A bound on a hang, not a
+// performance claim.
+var reconnectBound = agentSyncIntervalCap + agentSyncIntervalCap/10 + 5*time.Second
+
+// proxyServer is one proxy-server process of the binary under test.
+type proxyServer struct {
+	name        string
+	serverCount int
+	ports       framework.ProxyServerPorts
+	process     *framework.Process
+	restarts    int
+}
+
+// startProxyServer starts a proxy-server named name (its --server-id) on
+// fresh ports, expecting serverCount replicas. It is stopped when the
+// surrounding node's cleanup runs. It does not wait for readiness: a
+// proxy-server is ready once an agent is connected.
+func startProxyServer(name string, serverCount int) *proxyServer {
+	GinkgoHelper()
+	ports, err := framework.FreeProxyServerPorts()
+	Expect(err).NotTo(HaveOccurred())
+	s := &proxyServer{name: name, serverCount: serverCount, ports: ports}
+	s.start(name)
+	return s
+}
+
+// start starts the process under the log name logName.
+func (s *proxyServer) start(logName string) {
+	GinkgoHelper()
+	var err error
+	s.process, err = framework.StartProcess(logName, binaries.proxyServer,
+		framework.ProxyServerArgs(pki, s.ports, s.name, s.serverCount), nil, workDir)
+	Expect(err).NotTo(HaveOccurred())
+	stopOnCleanup(s.process)
+}
+
+// stop stops the proxy-server, open tunnels and all.
+func (s *proxyServer) stop() {
+	GinkgoHelper()
+	Expect(framework.StopTunnelProcess(s.process)).To(Succeed())
+}
+
+// startAgain starts a stopped proxy-server again with the same id, ports
+// and certificates.
+func (s *proxyServer) startAgain() {
+	GinkgoHelper()
+	s.restarts++
+	s.start(fmt.Sprintf("%s-%d", s.name, s.restarts))
+}
+
+// address is the client (frontend) address of the proxy-server.
+func (s *proxyServer) address() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.ports.Server))
+}
+
+// healthURL is the URL of path on the health port (/readyz, /metrics).
+func (s *proxyServer) healthURL(path string) string {
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.ports.Health)) + path
+}
+
+// proxyAgent is one proxy-agent process of the binary under test, serving
+// a managed cluster.
+type proxyAgent struct {
+	name    string
+	cluster string
+	// serverAgentPort is the port on 127.0.0.1 it connects to: a
+	// proxy-server's agent port, or a relay in front of several.
+	serverAgentPort int
+	// backendIP is the address the cluster's host names resolve to in the
+	// agent's /etc/hosts.
+	backendIP             string
+	certFile, keyFile     string
+	healthPort, adminPort int
+	process               *framework.Process
+	starts                int
+}
+
+// startProxyAgent starts a proxy-agent named name for cluster, connecting
+// to 127.0.0.1:serverAgentPort and resolving the host names it registers to
+// backendIP, and returns without waiting for it to connect. It is stopped
+// when the surrounding node's cleanup runs.
+func startProxyAgent(name, clusterName string, serverAgentPort int, backendIP string) *proxyAgent {
+	GinkgoHelper()
+	a := &proxyAgent{name: name, cluster: clusterName, serverAgentPort: serverAgentPort, backendIP: backendIP}
+	var err error
+	a.certFile, a.keyFile, err = pki.AgentCert(clusterName)
+	Expect(err).NotTo(HaveOccurred())
+	a.healthPort, err = framework.FreeTunnelPort()
+	Expect(err).NotTo(HaveOccurred())
+	a.adminPort, err = framework.FreeTunnelPort()
+	Expect(err).NotTo(HaveOccurred())
+	a.start()
+	return a
+}
+
+// start starts a new process of the agent, with the same id, ports and
+// certificate as the previous one.
+func (a *proxyAgent) start() {
+	GinkgoHelper()
+	a.starts++
+	logName := fmt.Sprintf("%s-%d", a.name, a.starts)
+	args := framework.ProxyAgentArgs(pki, a.name, a.serverAgentPort, a.certFile, a.keyFile,
+		framework.ProxyAgentIdentifiers(a.cluster, agentNamespace), a.healthPort, a.adminPort)
+	var err error
+	a.process, err = startWithHosts(logName, binaries.proxyAgent, args, a.backendIP,
+		framework.ProxyAgentHosts(a.cluster, agentNamespace))
+	Expect(err).NotTo(HaveOccurred())
+	stopOnCleanup(a.process)
+}
+
+// kill sends SIGKILL to the agent (by PID, as the OOM killer or a node
+// failure would end it: no drain, no goodbye to the proxy-server) and waits
+// until it has been reaped.
+func (a *proxyAgent) kill() {
+	GinkgoHelper()
+	Expect(syscall.Kill(a.process.PID, syscall.SIGKILL)).To(Succeed())
+	Eventually(a.process.Done()).WithTimeout(10 * time.Second).Should(BeClosed())
+}
+
+// healthURL is the URL of path on the agent's health port.
+func (a *proxyAgent) healthURL(path string) string {
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(a.healthPort)) + path
+}
+
+// waitHTTPOK waits up to timeout for url to answer 200, failing early when
+// p exits, and shows the logs of logs when it does not.
+func waitHTTPOK(url string, timeout time.Duration, p *framework.Process, logs ...*framework.Process) {
+	GinkgoHelper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := framework.WaitHTTPOK(ctx, url, false, p)
+	if err != nil {
+		var tails []string
+		for _, l := range append([]*framework.Process{p}, logs...) {
+			tails = append(tails, fmt.Sprintf("--- %s:\n%s", l.Name, l.LogTail(logLines)))
+		}
+		Fail(fmt.Sprintf("%v\n%s", err, strings.Join(tails, "\n")))
+	}
+}
+
+// hostAliasScript is framework's: it bind-mounts "$1" over /etc/hosts in
+// the private mount namespace unshare(1) created, then execs the binary.
+const hostAliasScript = `mount --bind "$1" /etc/hosts || exit 1; shift; exec "$@"`
+
+// startWithHosts starts binary like framework.StartProcessWithHostAliases,
+// with hostnames resolving to ip instead of 127.0.0.1 in the process's
+// private /etc/hosts. With a different loopback address per agent
+// (127.0.0.2, 127.0.0.3, ...), backends of different clusters can listen on
+// the same port, and only the agent of the right cluster reaches each: a
+// response then proves the proxy-server routed the dial to that agent.
+func startWithHosts(name, binary string, args []string, ip string, hostnames []string) (*framework.Process, error) {
+	if ip == "127.0.0.1" {
+		return framework.StartProcessWithHostAliases(name, binary, args, nil, workDir, hostnames)
+	}
+	if net.ParseIP(ip) == nil {
+		return nil, fmt.Errorf("failed to start %s: invalid address %q", name, ip)
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return nil, fmt.Errorf("failed to start %s with host aliases: %w", name, err)
+	}
+	hostsFile := filepath.Join(workDir, name+".hosts")
+	hosts := "127.0.0.1 localhost\n" + ip + " " + strings.Join(hostnames, " ") + "\n::1 localhost\n"
+	if err := os.WriteFile(hostsFile, []byte(hosts), 0o644); err != nil {
+		return nil, fmt.Errorf("failed to write the hosts file of %s: %w", name, err)
+	}
+	unshareArgs := []string{"--mount"}
+	if os.Geteuid() != 0 {
+		unshareArgs = []string{"--user", "--map-root-user", "--mount"}
+	}
+	unshareArgs = append(unshareArgs, "--", "/bin/sh", "-c", hostAliasScript, "sh", hostsFile, binary)
+	return framework.StartProcess(name, unshare, append(unshareArgs, args...), nil, workDir)
+}
+
+// scrapeMetric returns the sum of the samples of the Prometheus metric name
+// (every label set) that url serves in the text format, and 0 when there is
+// none.
+func scrapeMetric(ctx context.Context, url, name string) (float64, error) {
+	transport := &http.Transport{DisableKeepAlives: true}
+	defer transport.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("failed to scrape %s: %w", url, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("failed to scrape %s: %s", url, resp.Status)
+	}
+	var sum float64
+	scanner := bufio.NewScanner(resp.Body)
+	scanner.Buffer(make([]byte, 64*1024), 1024*1024)
+	for scanner.Scan() {
+		line := scanner.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (!strings.HasPrefix(rest, " ") && !strings.HasPrefix(rest, "{")) {
+			continue
+		}
+		fields := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(fields) == 0 {
+			return 0, fmt.Errorf("failed to parse %q from %s", line, url)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("failed to parse %q from %s: %w", line, url, err)
+		}
+		sum += v
+	}
+	if err := scanner.Err(); err != nil {
+		return 0, fmt.Errorf("failed to read %s: %w", url, err)
+	}
+	return sum, nil
+}
+
+// metricFunc is scrapeMetric for Eventually.
+func metricFunc(url, name string) func(context.Context) (float64, error) {
+	return func(ctx context.Context) (float64, error) { return scrapeMetric(ctx, url, name) }
+}
+
+// roundRobinRelay is a TCP relay on 127.0.0.1 that hands each accepted
+// connection to the next of its upstreams in turn, like a Service (in
+// iptables or IPVS round-robin mode) in front of proxy-server replicas.
+type roundRobinRelay struct {
+	listener  net.Listener
+	port      int
+	upstreams []string
+	next      atomic.Uint64
+	// accepted counts, per upstream, the connections relayed to it.
+	accepted []atomic.Int64
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// startRoundRobinRelay listens on a free tunnel port and relays to
+// upstreams ("host:port"). It is closed when the surrounding node's
+// cleanup runs.
+func startRoundRobinRelay(upstreams ...string) *roundRobinRelay {
+	GinkgoHelper()
+	var l net.Listener
+	// FreeTunnelPort's port can be taken before the listen; try again then.
+	Eventually(func() error {
+		port, err := framework.FreeTunnelPort()
+		if err != nil {
+			return err
+		}
+		l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		return err
+	}).WithTimeout(5 * time.Second).Should(Succeed())
+	r := &roundRobinRelay{
+		listener:  l,
+		port:      l.Addr().(*net.TCPAddr).Port,
+		upstreams: upstreams,
+		accepted:  make([]atomic.Int64, len(upstreams)),
+		conns:     map[net.Conn]struct{}{},
+	}
+	r.wg.Add(1)
+	go r.accept()
+	DeferCleanup(r.Close)
+	return r
+}
+
+func (r *roundRobinRelay) accept() {
+	defer r.wg.Done()
+	for {
+		conn, err := r.listener.Accept()
+		if err != nil {
+			return
+		}
+		i := int((r.next.Add(1) - 1) % uint64(len(r.upstreams)))
+		if !r.track(conn) {
+			return
+		}
+		r.wg.Add(1)
+		go r.relay(conn, i)
+	}
+}
+
+// track registers conn for Close; it closes conn and returns false when
+// the relay is closed already.
+func (r *roundRobinRelay) track(conn net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		_ = conn.Close()
+		return false
+	}
+	r.conns[conn] = struct{}{}
+	return true
+}
+
+func (r *roundRobinRelay) untrack(conn net.Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns, conn)
+	_ = conn.Close()
+}
+
+// relay copies between downstream and a new connection to upstream i until
+// either side ends, then closes both.
+func (r *roundRobinRelay) relay(downstream net.Conn, i int) {
+	defer r.wg.Done()
+	defer r.untrack(downstream)
+	upstream, err := net.DialTimeout("tcp", r.upstreams[i], 5*time.Second)
+	if err != nil {
+		return
+	}
+	if !r.track(upstream) {
+		return
+	}
+	defer r.untrack(upstream)
+	r.accepted[i].Add(1)
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(upstream, downstream); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(downstream, upstream); done <- struct{}{} }()
+	<-done
+	// Closing both ends stops the other copy.
+	_ = upstream.Close()
+	_ = downstream.Close()
+	<-done
+}
+
+// Close stops accepting, closes every relayed connection and waits for the
+// relay's goroutines.
+func (r *roundRobinRelay) Close() {
+	r.mu.Lock()
+	r.closed = true
+	for conn := range r.conns {
+		_ = conn.Close()
+	}
+	r.mu.Unlock()
+	if err := r.listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		GinkgoWriter.Printf("closing the relay listener: %v\n", err)
+	}
+	r.wg.Wait()
+}
+
+// httpStatus makes one GET of url and returns the response status code.
+func httpStatus(ctx context.Context, url string) (int, error) {
+	transport := &http.Transport{DisableKeepAlives: true}
+	defer transport.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("failed to get %s: %w", url, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode, nil
+}
