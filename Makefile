@@ -132,9 +132,11 @@ test-e2e: ## Run the end-to-end suite (needs the local environment, see README).
 test-helm: $(HELM) controlplane ## Test the Helm chart: lint, renders, RBAC and values drift, apply and helm install on a real kube-apiserver.
 	HELM=$(HELM) $(GO) test $(GO_TEST_FLAGS) ./test/integration/helm/... -args $(GINKGO_ARGS)
 
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: ## Run the tunnel benchmarks (arrives with the tunnel; see docs/benchmarks.md).
-	@echo "bench: no benchmark program exists yet; it arrives with the tunnel issue."; exit 1
+bench: ## Measure direct TCP vs our tunnel vs ANP's stock binaries on loopback (idle machine; docs/benchmarks.md).
+	$(GO) run ./test/bench $(BENCH_ARGS)
 
 ##@ Tools and control plane
 

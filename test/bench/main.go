@@ -1,0 +1,477 @@
+// Command bench measures, in one run on loopback, direct TCP, our tunnel
+// (our proxy-server and proxy-agent binaries) and ANP v0.36.0's stock
+// binaries: bulk throughput (one stream and eight in parallel, each way),
+// 64-byte round trips, dial plus first round trip (konnectivity's
+// single-use tunnel and our pooled Dialer), and the proxy-server and agent
+// memory with idle tunnelled connections. It prints each figure with its
+// ratio to direct TCP. Run it with `make bench` on an otherwise idle
+// machine; it is a measurement, not a test.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
+
+	proxyclient "open-cluster-management.io/cluster-proxy/pkg/client"
+	"open-cluster-management.io/cluster-proxy/test/framework"
+)
+
+func main() {
+	size := flag.Int64("size", 1<<30, "bytes per single-stream transfer (the 8-stream run moves the same total)")
+	rounds := flag.Int("round-trips", 2000, "64-byte round trips per path")
+	dials := flag.Int("dials", 200, "dials (plus first round trip) per path")
+	idle := flag.Int("idle", 1000, "idle tunnelled connections for the memory figure")
+	flag.Parse()
+	if err := run(*size, *rounds, *dials, *idle); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// path is a way to reach the backend.
+type path struct {
+	name string
+	// dial opens a connection to the backend; pooled is the pooled variant
+	// (nil for direct TCP).
+	dial, singleUse func(ctx context.Context) (net.Conn, error)
+	server, agent   *framework.Process
+}
+
+func run(size int64, rounds, dials, idle int) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "cluster-proxy-bench-")
+	if err != nil {
+		return fmt.Errorf("failed to create a work directory: %w", err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+
+	backend, err := startBackend()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = backend.Close() }()
+	target := backend.Addr().String()
+
+	direct := &path{name: "direct TCP", dial: func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", target)
+	}}
+	paths := []*path{direct}
+	for _, t := range []struct{ name, server, agent string }{
+		{"cluster-proxy tunnel", "./cmd/proxy-server", "./cmd/proxy-agent"},
+		{"ANP v0.36.0 tunnel", "sigs.k8s.io/apiserver-network-proxy/cmd/server", "sigs.k8s.io/apiserver-network-proxy/cmd/agent"},
+	} {
+		p, cleanup, err := startTunnel(ctx, dir, t.name, t.server, t.agent, target)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		paths = append(paths, p)
+	}
+
+	fmt.Printf("cluster-proxy benchmark, %s, loopback, %d CPUs\n\n", time.Now().UTC().Format(time.RFC3339), numCPU())
+	table := &results{}
+	for _, p := range paths {
+		if err := measure(ctx, p, size, rounds, dials, idle, table); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+	table.print(os.Stdout, direct.name)
+	return nil
+}
+
+// startTunnel builds and starts a proxy-server and a proxy-agent (which
+// registers host=127.0.0.1, the backend's address) and returns the path
+// through them.
+func startTunnel(ctx context.Context, dir, name, serverPkg, agentPkg, target string) (*path, func(), error) {
+	tag := strings.ReplaceAll(strings.Fields(name)[0], "-", "")
+	serverBin, err := framework.BuildBinary(serverPkg, tag+"-server")
+	if err != nil {
+		return nil, nil, err
+	}
+	agentBin, err := framework.BuildBinary(agentPkg, tag+"-agent")
+	if err != nil {
+		return nil, nil, err
+	}
+	pkiDir := filepath.Join(dir, tag)
+	if err := os.MkdirAll(pkiDir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("failed to create %s: %w", pkiDir, err)
+	}
+	pki, err := framework.NewTunnelPKI(pkiDir, "127.0.0.1")
+	if err != nil {
+		return nil, nil, err
+	}
+	ports, err := framework.FreeProxyServerPorts()
+	if err != nil {
+		return nil, nil, err
+	}
+	server, err := framework.StartProcess(tag+"-server", serverBin, append(framework.ProxyServerArgs(pki, ports, "s0", 1), "--v=0"), nil, pkiDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, key, err := pki.AgentCert("bench")
+	if err != nil {
+		return nil, nil, err
+	}
+	health, err := framework.FreeTunnelPort()
+	if err != nil {
+		return nil, nil, err
+	}
+	admin, err := framework.FreeTunnelPort()
+	if err != nil {
+		return nil, nil, err
+	}
+	agent, err := framework.StartProcess(tag+"-agent", agentBin,
+		append(framework.ProxyAgentArgs(pki, "a0", ports.Agent, cert, key, "host=127.0.0.1", health, admin), "--v=0"), nil, pkiDir)
+	if err != nil {
+		_ = framework.StopTunnelProcess(server)
+		return nil, nil, err
+	}
+	cleanup := func() {
+		_ = framework.StopTunnelProcess(agent)
+		_ = framework.StopTunnelProcess(server)
+		_ = os.RemoveAll(filepath.Dir(serverBin))
+		_ = os.RemoveAll(filepath.Dir(agentBin))
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := framework.WaitHTTPOK(waitCtx, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports.Health), false, server); err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("%s: the agent did not connect: %w", name, err)
+	}
+
+	tlsConfig, err := proxyclient.NewTLSConfig(pki.CA.CertPEM, pki.ProxyClientCert, pki.ProxyClientKey, "127.0.0.1")
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	address := "127.0.0.1:" + strconv.Itoa(ports.Server)
+	pooled, err := proxyclient.NewDialer(address, tlsConfig)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	p := &path{
+		name:   name,
+		server: server, agent: agent,
+		dial: func(ctx context.Context) (net.Conn, error) { return pooled.DialContext(ctx, "tcp", target) },
+		singleUse: func(ctx context.Context) (net.Conn, error) {
+			tunnel, err := konnectivity.CreateSingleUseGrpcTunnel(ctx, address,
+				grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig.Clone())))
+			if err != nil {
+				return nil, err
+			}
+			return tunnel.DialContext(ctx, "tcp", target)
+		},
+	}
+	return p, func() { _ = pooled.Close(); cleanup() }, nil
+}
+
+// The backend speaks a one-byte protocol: 'D'+size: send size bytes;
+// 'U': read to EOF then answer the count; 'E': echo.
+func startBackend() (net.Listener, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("failed to listen for the backend: %w", err)
+	}
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go serve(conn)
+		}
+	}()
+	return l, nil
+}
+
+var zeros = make([]byte, 256<<10)
+
+func serve(conn net.Conn) {
+	defer func() { _ = conn.Close() }()
+	op := make([]byte, 1)
+	if _, err := io.ReadFull(conn, op); err != nil {
+		return
+	}
+	switch op[0] {
+	case 'D':
+		var n int64
+		if err := binary.Read(conn, binary.BigEndian, &n); err != nil {
+			return
+		}
+		for n > 0 {
+			w, err := conn.Write(zeros[:min(n, int64(len(zeros)))])
+			if err != nil {
+				return
+			}
+			n -= int64(w)
+		}
+	case 'U':
+		var n int64
+		if err := binary.Read(conn, binary.BigEndian, &n); err != nil {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, conn, n); err != nil {
+			return
+		}
+		_, _ = conn.Write([]byte{'k'})
+	case 'E':
+		_, _ = io.Copy(conn, conn)
+	}
+}
+
+func measure(ctx context.Context, p *path, size int64, rounds, dials, idle int, r *results) error {
+	for _, streams := range []int{1, 8} {
+		for _, dir := range []byte{'D', 'U'} {
+			gbps, err := throughput(ctx, p, dir, size, streams)
+			if err != nil {
+				return err
+			}
+			what := map[byte]string{'D': "download", 'U': "upload"}[dir]
+			r.add(fmt.Sprintf("%s, %d stream(s), Gbit/s", what, streams), p.name, gbps)
+		}
+	}
+	p50, p99, err := roundTrips(ctx, p, rounds)
+	if err != nil {
+		return err
+	}
+	r.add("64 B round trip p50, µs", p.name, p50)
+	r.add("64 B round trip p99, µs", p.name, p99)
+
+	for _, v := range []struct {
+		label string
+		dial  func(ctx context.Context) (net.Conn, error)
+	}{{"pooled", p.dial}, {"single-use tunnel", p.singleUse}} {
+		if v.dial == nil {
+			v.dial = p.dial
+		}
+		d50, d99, err := dialRoundTrips(ctx, v.dial, dials)
+		if err != nil {
+			return err
+		}
+		r.add("dial + first round trip p50, ms ("+v.label+")", p.name, d50/1000)
+		r.add("dial + first round trip p99, ms ("+v.label+")", p.name, d99/1000)
+	}
+
+	if p.server != nil {
+		server, agent, err := idleMemory(ctx, p, idle)
+		if err != nil {
+			return err
+		}
+		r.add(fmt.Sprintf("proxy-server RSS with %d idle connections, MiB", idle), p.name, server)
+		r.add(fmt.Sprintf("proxy-agent RSS with %d idle connections, MiB", idle), p.name, agent)
+	}
+	return nil
+}
+
+func throughput(ctx context.Context, p *path, op byte, total int64, streams int) (float64, error) {
+	per := total / int64(streams)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- transfer(ctx, p, op, per)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(per*int64(streams)*8) / time.Since(start).Seconds() / 1e9, nil
+}
+
+func transfer(ctx context.Context, p *path, op byte, n int64) error {
+	conn, err := p.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to dial: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	header := append([]byte{op}, binary.BigEndian.AppendUint64(nil, uint64(n))...)
+	if _, err := conn.Write(header); err != nil {
+		return fmt.Errorf("failed to send the request: %w", err)
+	}
+	if op == 'D' {
+		got, err := io.CopyBuffer(io.Discard, io.LimitReader(conn, n), make([]byte, 256<<10))
+		if err != nil || got != n {
+			return fmt.Errorf("download: got %d of %d bytes: %w", got, n, err)
+		}
+		return nil
+	}
+	for sent := int64(0); sent < n; {
+		w, err := conn.Write(zeros[:min(n-sent, int64(len(zeros)))])
+		if err != nil {
+			return fmt.Errorf("upload: %w", err)
+		}
+		sent += int64(w)
+	}
+	ack := make([]byte, 1)
+	if _, err := io.ReadFull(conn, ack); err != nil {
+		return fmt.Errorf("upload: no acknowledgement: %w", err)
+	}
+	return nil
+}
+
+func roundTrips(ctx context.Context, p *path, n int) (p50, p99 float64, err error) {
+	conn, err := p.dial(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("failed to dial: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	if _, err := conn.Write([]byte{'E'}); err != nil {
+		return 0, 0, err
+	}
+	msg, buf := make([]byte, 64), make([]byte, 64)
+	var lat []float64
+	for i := range n + 50 {
+		start := time.Now()
+		if _, err := conn.Write(msg); err != nil {
+			return 0, 0, err
+		}
+		if _, err := io.ReadFull(conn, buf); err != nil {
+			return 0, 0, err
+		}
+		if i >= 50 { // warm-up
+			lat = append(lat, float64(time.Since(start).Microseconds()))
+		}
+	}
+	return percentile(lat, 50), percentile(lat, 99), nil
+}
+
+func dialRoundTrips(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), n int) (p50, p99 float64, err error) {
+	var lat []float64
+	for range n {
+		start := time.Now()
+		conn, err := dial(ctx)
+		if err != nil {
+			return 0, 0, fmt.Errorf("failed to dial: %w", err)
+		}
+		buf := []byte{'E', 'x'}
+		if _, err := conn.Write(buf); err != nil {
+			_ = conn.Close()
+			return 0, 0, err
+		}
+		if _, err := io.ReadFull(conn, buf[:1]); err != nil {
+			_ = conn.Close()
+			return 0, 0, err
+		}
+		lat = append(lat, float64(time.Since(start).Microseconds()))
+		_ = conn.Close()
+	}
+	return percentile(lat, 50), percentile(lat, 99), nil
+}
+
+func idleMemory(ctx context.Context, p *path, n int) (server, agent float64, err error) {
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range n {
+		c, err := p.dial(ctx)
+		if err != nil {
+			return 0, 0, fmt.Errorf("failed to open idle connection %d: %w", len(conns)+1, err)
+		}
+		if _, err := c.Write([]byte{'E'}); err != nil {
+			return 0, 0, err
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(2 * time.Second)
+	if server, err = rssMiB(p.server.PID); err != nil {
+		return 0, 0, err
+	}
+	agent, err = rssMiB(p.agent.PID)
+	return server, agent, err
+}
+
+func rssMiB(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("failed to read the memory of process %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+func percentile(v []float64, p int) float64 {
+	slices.Sort(v)
+	return v[min(len(v)-1, len(v)*p/100)]
+}
+
+func numCPU() int {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(data), "processor\t:")
+}
+
+// results is the table: one row per measure, one column per path.
+type results struct {
+	rows   []string
+	values map[string]map[string]float64
+	paths  []string
+}
+
+func (r *results) add(row, path string, v float64) {
+	if r.values == nil {
+		r.values = map[string]map[string]float64{}
+	}
+	if _, ok := r.values[row]; !ok {
+		r.rows = append(r.rows, row)
+		r.values[row] = map[string]float64{}
+	}
+	if !slices.Contains(r.paths, path) {
+		r.paths = append(r.paths, path)
+	}
+	r.values[row][path] = v
+}
+
+func (r *results) print(w io.Writer, base string) {
+	_, _ = fmt.Fprintf(w, "| measure | %s |\n|---|%s\n", strings.Join(r.paths, " | "), strings.Repeat("---|", len(r.paths)))
+	for _, row := range r.rows {
+		cells := make([]string, 0, len(r.paths))
+		for _, p := range r.paths {
+			v, ok := r.values[row][p]
+			if !ok {
+				cells = append(cells, "–")
+				continue
+			}
+			cell := strconv.FormatFloat(v, 'g', 3, 64)
+			if b, ok := r.values[row][base]; ok && p != base && b != 0 {
+				cell += fmt.Sprintf(" (%.2f× direct)", v/b)
+			}
+			cells = append(cells, cell)
+		}
+		_, _ = fmt.Fprintf(w, "| %s | %s |\n", row, strings.Join(cells, " | "))
+	}
+}
