@@ -161,7 +161,7 @@ $(OCM_BINARIES): $(OCM_MOD)/go.mod $(OCM_MOD)/go.sum
 controlplane: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(ETCD) ## Build kube-apiserver, kube-controller-manager and etcd into bin/k8s (once).
 
 $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER): $(CONTROLPLANE_MOD)/go.mod $(CONTROLPLANE_MOD)/go.sum
-	@echo "building $(notdir $@) $(KUBE_VERSION) (cold: about 12 minutes on 2 cores)"
+	@echo "building $(notdir $@) $(KUBE_VERSION) (cold: a few minutes on 2 cores)"
 	cd $(CONTROLPLANE_MOD) && $(GO) build -ldflags "$(KUBE_LDFLAGS)" -o $@ ./cmd/$(notdir $@)
 
 $(ETCD): $(ETCD_MOD)/go.mod $(ETCD_MOD)/go.sum
