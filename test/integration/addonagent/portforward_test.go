@@ -38,6 +38,22 @@ func echoServer() (port int, stop func()) {
 	return l.Addr().(*net.TCPAddr).Port, func() { _ = l.Close() }
 }
 
+// startRelay runs a relay to the proxy-server pods of namespace ns (their
+// port targetPort) on a free loopback port until the spec ends.
+func startRelay(ctx context.Context, ns string, targetPort int) (*addonagent.Relay, net.Listener) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	relay := &addonagent.Relay{Hub: client, HubConfig: managed.Config, Namespace: ns, Listener: listener, TargetPort: targetPort}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(runCtx) }()
+	DeferCleanup(func() {
+		stop()
+		Eventually(done).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	})
+	return relay, listener
+}
+
 var _ = Describe("The port-forward relay", Label("addonagent", "portforward"), func() {
 	It("carries connections through the hub kube-apiserver's pod port-forwarding, trying another pod when one fails", func(ctx SpecContext) {
 		const ns = "proxy-servers"
@@ -58,17 +74,8 @@ var _ = Describe("The port-forward relay", Label("addonagent", "portforward"), f
 		Expect(unreachable.RunPod(ctx, client, ns, "proxy-server-broken", labels)).To(Succeed())
 		Expect(unreachable.Stop()).To(Succeed())
 
-		listener, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		relay := &addonagent.Relay{Hub: client, HubConfig: managed.Config, Namespace: ns, Listener: listener, TargetPort: port}
+		relay, listener := startRelay(ctx, ns, port)
 		Expect(relay.Ready(ctx)).To(MatchError(ContainSubstring("no connection forwarded")))
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- relay.Run(runCtx) }()
-		DeferCleanup(func() {
-			stop()
-			Eventually(done).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
-		})
 
 		// With two pods picked at random, ten connections all avoiding the
 		// unreachable one first has odds of 1 in 1024: the retry is exercised.

@@ -1,7 +1,6 @@
 package addonagent_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonagent"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	proxyclient "open-cluster-management.io/cluster-proxy/pkg/client"
 	"open-cluster-management.io/cluster-proxy/test/framework"
@@ -52,16 +50,7 @@ var _ = Describe("The port-forward relay", Label("addonagent", "portforward", "t
 			map[string]string{proxyv1alpha1.LabelComponentName: proxyv1alpha1.ComponentProxyServer})).To(Succeed())
 
 		By("the relay, listening where the proxy-agent dials")
-		listener, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		relay := &addonagent.Relay{Hub: client, HubConfig: managed.Config, Namespace: ns, Listener: listener, TargetPort: ports.Agent}
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- relay.Run(runCtx) }()
-		DeferCleanup(func() {
-			stop()
-			Eventually(done).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
-		})
+		relay, listener := startRelay(ctx, ns, ports.Agent)
 
 		By("a proxy-agent that can reach the proxy-server only through the relay")
 		certFile, keyFile, err := pki.AgentCert("cluster1")
