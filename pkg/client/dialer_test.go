@@ -73,15 +73,11 @@ func TestDialerSharesOneConnection(t *testing.T) {
 func TestDialerNoAgent(t *testing.T) {
 	checkGoroutines(t)
 	g := NewWithT(t)
-	pki := newTestPKI(t)
-	server := startFakeProxyServer(t, pki, "cluster1")
-	dialer, err := NewDialer(server.address, pki.clientTLS(t))
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { g.Expect(dialer.Close()).To(Succeed()) })
+	_, dialer := newTestDialer(t, g)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	_, err = dialer.DialContext(ctx, "tcp", "cluster2:443")
+	_, err := dialer.DialContext(ctx, "tcp", "cluster2:443")
 	g.Expect(ctx.Err()).NotTo(HaveOccurred(), "the dial waited for its deadline")
 	var noAgent *NoAgentError
 	g.Expect(errors.As(err, &noAgent)).To(BeTrue(), "error %v is not a *NoAgentError", err)
@@ -98,11 +94,7 @@ func TestDialerNoAgent(t *testing.T) {
 func TestDialerRecoversAfterServerRestart(t *testing.T) {
 	checkGoroutines(t)
 	g := NewWithT(t)
-	pki := newTestPKI(t)
-	server := startFakeProxyServer(t, pki, "cluster1")
-	dialer, err := NewDialer(server.address, pki.clientTLS(t))
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { g.Expect(dialer.Close()).To(Succeed()) })
+	server, dialer := newTestDialer(t, g)
 
 	held, err := dialer.DialContext(t.Context(), "tcp", "cluster1:443")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -156,15 +148,11 @@ func TestDialerClose(t *testing.T) {
 func TestDialerCancelledDial(t *testing.T) {
 	checkGoroutines(t)
 	g := NewWithT(t)
-	pki := newTestPKI(t)
-	server := startFakeProxyServer(t, pki, "cluster1")
-	dialer, err := NewDialer(server.address, pki.clientTLS(t))
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { g.Expect(dialer.Close()).To(Succeed()) })
+	_, dialer := newTestDialer(t, g)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err = dialer.DialContext(ctx, "tcp", "cluster1:443")
+	_, err := dialer.DialContext(ctx, "tcp", "cluster1:443")
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(dialer.Stats().OpenConnections).To(BeZero())
 
@@ -200,4 +188,16 @@ func TestNewDialerAndDialValidation(t *testing.T) {
 	g := NewWithT(t)
 	_, err := NewDialer("127.0.0.1:1", nil)
 	g.Expect(err).To(MatchError(ContainSubstring("TLS configuration is nil")))
+}
+
+// newTestDialer starts a fake proxy-server with an agent for cluster1 and a
+// Dialer to it, which must close cleanly when the test ends.
+func newTestDialer(t *testing.T, g *WithT) (*fakeProxyServer, *Dialer) {
+	t.Helper()
+	pki := newTestPKI(t)
+	server := startFakeProxyServer(t, pki, "cluster1")
+	dialer, err := NewDialer(server.address, pki.clientTLS(t))
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { g.Expect(dialer.Close()).To(Succeed()) })
+	return server, dialer
 }

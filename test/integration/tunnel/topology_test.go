@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -215,24 +216,15 @@ func startWithHosts(name, binary string, args []string, ip string, hostnames []s
 // (every label set) that url serves in the text format, and 0 when there is
 // none.
 func scrapeMetric(ctx context.Context, url, name string) (float64, error) {
-	transport := &http.Transport{DisableKeepAlives: true}
-	defer transport.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := (&http.Client{Transport: transport}).Do(req)
+	status, body, err := httpGet(ctx, url)
 	if err != nil {
 		return 0, fmt.Errorf("failed to scrape %s: %w", url, err)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("failed to scrape %s: %s", url, resp.Status)
+	if status != http.StatusOK {
+		return 0, fmt.Errorf("failed to scrape %s: %d %s", url, status, http.StatusText(status))
 	}
 	var sum float64
-	scanner := bufio.NewScanner(resp.Body)
+	scanner := bufio.NewScanner(bytes.NewReader(body))
 	scanner.Buffer(make([]byte, 64*1024), 1024*1024)
 	for scanner.Scan() {
 		line := scanner.Text()
@@ -383,19 +375,29 @@ func (r *roundRobinRelay) Close() {
 
 // httpStatus makes one GET of url and returns the response status code.
 func httpStatus(ctx context.Context, url string) (int, error) {
+	status, _, err := httpGet(ctx, url)
+	if err != nil {
+		return 0, fmt.Errorf("failed to get %s: %w", url, err)
+	}
+	return status, nil
+}
+
+// httpGet makes one GET of url on a fresh connection, bounded to 5 s, and
+// returns the status code and body.
+func httpGet(ctx context.Context, url string) (int, []byte, error) {
 	transport := &http.Transport{DisableKeepAlives: true}
 	defer transport.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	resp, err := (&http.Client{Transport: transport}).Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("failed to get %s: %w", url, err)
+		return 0, nil, err
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	return resp.StatusCode, nil
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
