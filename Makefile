@@ -62,9 +62,12 @@ PLATFORMS ?= linux/amd64,linux/arm64
 GO_TEST_FLAGS ?= -race -count=1 -timeout=30m
 LABEL_FILTER ?=
 GINKGO_ARGS := $(if $(LABEL_FILTER),-ginkgo.label-filter='$(LABEL_FILTER)',) -ginkgo.v
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v -E '/test/(integration|e2e)(/|$$)')
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -E '/test/(integration|e2e|localenv)(/|$$)')
+E2E_DOWN ?=
 # The chart suite needs the Helm CLI and runs under test-helm.
-INTEGRATION_PKGS = $(shell $(GO) list ./test/integration/... | grep -v '/test/integration/helm$$')
+# The local environment's packages (the kubelet stand-in's suite needs root
+# and a real control plane) run with them.
+INTEGRATION_PKGS = $(shell $(GO) list ./test/integration/... ./test/localenv/... | grep -v '/test/integration/helm$$')
 
 ##@ General
 
@@ -113,7 +116,8 @@ images: ## Build the multi-arch image with docker buildx (needs a container engi
 ##@ Test
 
 .PHONY: test
-test: test-unit test-integration test-helm ## Run unit, integration and chart tests: the CI command.
+test: test-unit test-integration test-helm ## Run unit, integration, chart and end-to-end tests (the e2e environment is stopped afterwards): the CI command.
+	$(MAKE) test-e2e E2E_DOWN=1 || { $(MAKE) local-down; exit 1; }
 
 .PHONY: test-unit
 test-unit: ## Run unit tests (with -race).
@@ -124,9 +128,9 @@ test-integration: controlplane ## Run integration suites against a real kube-api
 	$(GO) test $(GO_TEST_FLAGS) $(INTEGRATION_PKGS) -args $(GINKGO_ARGS)
 
 .PHONY: test-e2e
-test-e2e: ## Run the end-to-end suite (needs the local environment, see README).
-	@if [ -d test/e2e ]; then $(GO) test -count=1 -timeout=60m ./test/e2e/... -args $(GINKGO_ARGS); \
-	else echo "test-e2e: no end-to-end suite exists yet; it arrives with the local environment (make local-up)."; exit 1; fi
+test-e2e: local-up ## Run the end-to-end suite on the local environment (starts it if it is not up; E2E_DOWN=1 stops it afterwards).
+	status=0; LOCAL_STATE_DIR=$(LOCAL_STATE_DIR) HELM=$(HELM) $(GO) test -v -count=1 -timeout=30m ./test/e2e/... -args $(GINKGO_ARGS) || status=$$?; \
+	if [ "$(E2E_DOWN)" = 1 ]; then $(MAKE) local-down; fi; exit $$status
 
 .PHONY: test-helm
 test-helm: $(HELM) controlplane ## Test the Helm chart: lint, renders, RBAC and values drift, apply and helm install on a real kube-apiserver.
@@ -137,6 +141,27 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: ## Measure direct TCP vs our tunnel vs ANP's stock binaries on loopback (idle machine; docs/benchmarks.md).
 	$(GO) run ./test/bench $(BENCH_ARGS)
+
+##@ Local environment
+
+# The local environment: a hub and two managed clusters on real
+# kube-apiservers and OCM, each in its own network namespace (needs root).
+LOCAL_STATE_DIR ?= $(CURDIR)/_output/local
+LOCALENV := $(LOCALBIN)/localenv
+
+.PHONY: localenv
+localenv:
+	$(GO) build -o $(LOCALENV) ./test/localenv/cmd/localenv
+
+.PHONY: local-up
+local-up: controlplane ocm build $(HELM) localenv ## Start the hub + cluster1 + cluster2 with OCM, install the chart with helm, wait for the addon (idempotent).
+	$(LOCALENV) up --state-dir=$(LOCAL_STATE_DIR) --etcd=$(ETCD) --kube-apiserver=$(KUBE_APISERVER) \
+		--kube-controller-manager=$(KUBE_CONTROLLER_MANAGER) --ocm-dir=$(OCM_BIN) --image-root=$(LOCALBIN) \
+		--helm=$(HELM) --chart=$(CURDIR)/charts/cluster-proxy
+
+.PHONY: local-down
+local-down: localenv ## Stop every process of the local environment and remove its state (idempotent).
+	$(LOCALENV) down --state-dir=$(LOCAL_STATE_DIR)
 
 ##@ Tools and control plane
 

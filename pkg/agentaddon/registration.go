@@ -209,6 +209,11 @@ func (r *Registration) verify(ctx context.Context, cluster *clusterv1.ManagedClu
 	return req, ""
 }
 
+// RegistrationDNSName is the only subject alternative name a registration
+// request may ask for: OCM's registration agent puts
+// <addon>.addon.open-cluster-management.io into every addon CSR.
+const RegistrationDNSName = AddonName + ".addon.open-cluster-management.io"
+
 // checkRequester verifies that the request was made by cluster's own
 // klusterlet: user system:open-cluster-management:<cluster>:<agent> with the
 // cluster's group. The cluster part must match exactly.
@@ -248,8 +253,11 @@ func parseRequest(data []byte) (*x509.CertificateRequest, string) {
 	default:
 		return nil, fmt.Sprintf("the request's key type %T is not accepted", req.PublicKey)
 	}
-	if len(req.DNSNames)+len(req.IPAddresses)+len(req.EmailAddresses)+len(req.URIs) > 0 {
-		return nil, "the request asks for subject alternative names"
+	// OCM's registration agent names the addon in one DNS SAN; the signed
+	// certificate carries no SANs (Sign copies only the key).
+	extraDNS := len(req.DNSNames) > 1 || (len(req.DNSNames) == 1 && req.DNSNames[0] != RegistrationDNSName)
+	if extraDNS || len(req.IPAddresses)+len(req.EmailAddresses)+len(req.URIs) > 0 {
+		return nil, "the request asks for subject alternative names other than " + RegistrationDNSName
 	}
 	return req, ""
 }

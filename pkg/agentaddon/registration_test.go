@@ -131,6 +131,10 @@ func TestApprove(t *testing.T) {
 	}{
 		{name: "the proxy-agent certificate of an accepted cluster", cluster: cluster("cluster1", true), request: valid(func(*request) {}), approved: true},
 		{
+			name: "with the SAN OCM's registration agent adds", cluster: cluster("cluster1", true), approved: true,
+			request: valid(func(r *request) { r.dnsNames = []string{RegistrationDNSName} }),
+		},
+		{
 			name: "the addon-agent's hub client certificate", cluster: cluster("cluster1", true), approved: true,
 			request: valid(func(r *request) {
 				r.signer = certificatesv1.KubeAPIServerClientSignerName
@@ -187,6 +191,10 @@ func TestApprove(t *testing.T) {
 		{
 			name: "subject alternative names", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.dnsNames = []string{"kubernetes.default.svc"} }),
+		},
+		{
+			name: "another SAN beside the registration agent's", cluster: cluster("cluster1", true),
+			request: valid(func(r *request) { r.dnsNames = []string{RegistrationDNSName, "kubernetes.default.svc"} }),
 		},
 		{
 			name: "server auth usage", cluster: cluster("cluster1", true),

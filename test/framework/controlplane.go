@@ -141,6 +141,24 @@ type APIServer struct {
 // production hubs run) and installs the chart's CRDs plus any extra CRD
 // directories. It fails (never skips) when the binaries are missing.
 func StartAPIServer(extraCRDDirs ...string) (*APIServer, error) {
+	return StartAPIServerWithOptions(APIServerOptions{ExtraCRDDirs: extraCRDDirs})
+}
+
+// APIServerOptions configure StartAPIServerWithOptions.
+type APIServerOptions struct {
+	// ExtraCRDDirs are CRD directories installed besides the chart's.
+	ExtraCRDDirs []string
+	// ServiceAccountAdmission enables the ServiceAccount admission plugin,
+	// which envtest disables: pods then get their service account's
+	// projected token volume (kube-api-access-*) as in a real cluster, and
+	// are refused until the service account exists (kube-controller-manager's
+	// "serviceaccount" controller creates "default").
+	ServiceAccountAdmission bool
+}
+
+// StartAPIServerWithOptions is StartAPIServer with options.
+func StartAPIServerWithOptions(o APIServerOptions) (*APIServer, error) {
+	extraCRDDirs := o.ExtraCRDDirs
 	assets, err := ControlPlaneAssets(KubeAPIServer, Etcd)
 	if err != nil {
 		return nil, err
@@ -158,6 +176,9 @@ func StartAPIServer(extraCRDDirs ...string) (*APIServer, error) {
 	// blockOwnerDeletion owner references then needs update on the owner's
 	// finalizers, which RBAC must grant.
 	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
+	if o.ServiceAccountAdmission {
+		env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("failed to start kube-apiserver and etcd from %s: %w", assets, err)

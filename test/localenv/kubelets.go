@@ -1,0 +1,114 @@
+package localenv
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	proxyclient "open-cluster-management.io/cluster-proxy/pkg/generated/clientset/versioned"
+
+	"open-cluster-management.io/cluster-proxy/test/localenv/kubelet"
+)
+
+// startKubelets starts, per cluster, the hosts files, the relays pods need
+// and the kubelet stand-in that runs cluster-proxy's pods.
+func (s *Supervisor) startKubelets(ctx context.Context, wg *sync.WaitGroup) error {
+	hub := Clusters()[0]
+	hubCfg, err := s.restConfig(hub)
+	if err != nil {
+		return err
+	}
+	hubClient, err := kubernetes.NewForConfig(hubCfg)
+	if err != nil {
+		return err
+	}
+	proxies, err := proxyclient.NewForConfig(hubCfg)
+	if err != nil {
+		return err
+	}
+	// Where the proxy-server runs: the chart's ManagedProxyConfiguration.
+	locate := func(ctx context.Context) (string, string, error) {
+		mpc, err := proxies.ProxyV1alpha1().ManagedProxyConfigurations().Get(ctx, MPCName, metav1.GetOptions{})
+		if err != nil {
+			return "", "", err
+		}
+		return mpc.Spec.ProxyServer.Namespace, mpc.Spec.ProxyServer.InClusterServiceName, nil
+	}
+	// The hub's "LoadBalancer": the proxy-server ports on the uplink.
+	for port, name := range map[int]string{EntrypointPort: "agent-server", FrontendPort: "proxy-server"} {
+		addr := net.JoinHostPort(HubUplinkIP, strconv.Itoa(port))
+		if _, err := relay(ctx, "hub-"+name, hub.Netns(), addr,
+			serviceDialer(hubClient, hub.Netns(), locate, name)); err != nil {
+			return err
+		}
+	}
+	for _, c := range Clusters() {
+		client, err := s.client(c)
+		if err != nil {
+			return err
+		}
+		static := map[string]string{HubHostname: c.Gateway()}
+		namespaces := hubPodNamespaces
+		if !c.Hub {
+			static[EntrypointHostname] = c.Gateway()
+			namespaces = managedPodNamespaces
+			// The node's "NAT": pods reach the hub through their gateway.
+			for _, port := range []int{HubAPIServerPort, EntrypointPort} {
+				if _, err := relay(ctx, c.Name+"-egress", c.Netns(), net.JoinHostPort(c.Gateway(), strconv.Itoa(port)),
+					dialIn(c.Netns(), net.JoinHostPort(HubUplinkIP, strconv.Itoa(port)))); err != nil {
+					return err
+				}
+			}
+		}
+		h := newHosts(filepath.Join(c.Dir(s.StateDir), "hosts"), client, c.Gateway(), static)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.run(ctx)
+		}()
+		k, err := kubelet.New(kubelet.Options{
+			NodeName:   c.NodeName(),
+			NodeIP:     c.Gateway(),
+			Client:     client,
+			Namespaces: namespaces,
+			Images:     map[string]string{Image: s.Bin.ImageRoot},
+			Network: &kubelet.BridgeNetwork{
+				NodeNetns: c.Netns(), Bridge: podsBridge, Prefix: c.PodPrefix(), Gateway: c.Gateway(),
+				NetnsPrefix: c.PodNetnsPrefix(),
+			},
+			StateDir:      filepath.Join(c.Dir(s.StateDir), "kubelet"),
+			PodExec:       []string{s.Bin.Self, "pod-exec"},
+			HostsFile:     h.Path,
+			APIServerHost: c.Gateway(),
+			APIServerPort: strconv.Itoa(c.APIServerPort()),
+		})
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := k.Run(ctx); err != nil {
+				klog.FromContext(ctx).Error(err, "Kubelet stand-in failed", "cluster", c.Name)
+			}
+		}()
+	}
+	return nil
+}
+
+// cleanupKubelets kills what the kubelet stand-ins recorded and removes
+// the mount points they created.
+func cleanupKubelets(stateDir string) []error {
+	var errs []error
+	for _, c := range Clusters() {
+		dir := filepath.Join(c.Dir(stateDir), "kubelet")
+		errs = append(errs, kubelet.KillRecorded(dir), kubelet.CleanupCreatedDirs(dir))
+	}
+	return errs
+}
