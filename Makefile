@@ -65,9 +65,7 @@ GINKGO_ARGS := $(if $(LABEL_FILTER),-ginkgo.label-filter='$(LABEL_FILTER)',) -gi
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -E '/test/(integration|e2e|localenv)(/|$$)')
 E2E_DOWN ?=
 # The chart suite needs the Helm CLI and runs under test-helm.
-# The local environment's packages (the kubelet stand-in's suite needs root
-# and a real control plane) run with them.
-INTEGRATION_PKGS = $(shell $(GO) list ./test/integration/... ./test/localenv/... | grep -v '/test/integration/helm$$')
+INTEGRATION_PKGS = $(shell $(GO) list ./test/integration/... | grep -v '/test/integration/helm$$')
 
 ##@ General
 
@@ -126,6 +124,9 @@ test-unit: ## Run unit tests (with -race).
 .PHONY: test-integration
 test-integration: controlplane ## Run integration suites against a real kube-apiserver (with -race).
 	$(GO) test $(GO_TEST_FLAGS) $(INTEGRATION_PKGS) -args $(GINKGO_ARGS)
+	@# The local environment's packages: plain Go tests (the kubelet
+	@# stand-in's needs root and a real control plane).
+	$(GO) test $(GO_TEST_FLAGS) ./test/localenv/...
 
 .PHONY: test-e2e
 test-e2e: local-up ## Run the end-to-end suite on the local environment (starts it if it is not up; E2E_DOWN=1 stops it afterwards).
