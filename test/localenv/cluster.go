@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -90,11 +89,7 @@ func (s *Supervisor) startControlPlane(ctx context.Context, c Cluster, pki PKI, 
 
 // waitAPIServer waits until the cluster's kube-apiserver answers /readyz.
 func (s *Supervisor) waitAPIServer(ctx context.Context, c Cluster, exited <-chan struct{}) error {
-	cfg, err := s.restConfig(c)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	_, client, err := s.client(c)
 	if err != nil {
 		return err
 	}

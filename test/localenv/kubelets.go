@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	proxyclient "open-cluster-management.io/cluster-proxy/pkg/generated/clientset/versioned"
@@ -20,11 +19,7 @@ import (
 // and the kubelet stand-in that runs cluster-proxy's pods.
 func (s *Supervisor) startKubelets(ctx context.Context, wg *sync.WaitGroup) error {
 	hub := Clusters()[0]
-	hubCfg, err := s.restConfig(hub)
-	if err != nil {
-		return err
-	}
-	hubClient, err := kubernetes.NewForConfig(hubCfg)
+	hubCfg, hubClient, err := s.client(hub)
 	if err != nil {
 		return err
 	}
@@ -49,7 +44,7 @@ func (s *Supervisor) startKubelets(ctx context.Context, wg *sync.WaitGroup) erro
 		}
 	}
 	for _, c := range Clusters() {
-		client, err := s.client(c)
+		_, client, err := s.client(c)
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	clusterclient "open-cluster-management.io/api/client/cluster/clientset/versioned"
@@ -204,12 +205,15 @@ func (s *Supervisor) startControlPlanes(ctx context.Context, pkis map[string]PKI
 	return errors.Join(errs...)
 }
 
-func (s *Supervisor) client(c Cluster) (kubernetes.Interface, error) {
+// client returns the cluster's admin config (see restConfig) and a
+// clientset for it.
+func (s *Supervisor) client(c Cluster) (*rest.Config, kubernetes.Interface, error) {
 	cfg, err := s.restConfig(c)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return kubernetes.NewForConfig(cfg)
+	client, err := kubernetes.NewForConfig(cfg)
+	return cfg, client, err
 }
 
 // startOCMHub installs OCM's hub CRDs and bootstrap RBAC, and starts the
@@ -217,11 +221,7 @@ func (s *Supervisor) client(c Cluster) (kubernetes.Interface, error) {
 // interface) and OCM's hub controllers.
 func (s *Supervisor) startOCMHub(ctx context.Context, wg *sync.WaitGroup, pki PKI) error {
 	hub := Clusters()[0]
-	cfg, err := s.restConfig(hub)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	cfg, client, err := s.client(hub)
 	if err != nil {
 		return err
 	}
@@ -304,11 +304,7 @@ func (s *Supervisor) startKlusterlets(ctx context.Context, wg *sync.WaitGroup) e
 		return err
 	}
 	for _, c := range Clusters()[1:] {
-		cfg, err := s.restConfig(c)
-		if err != nil {
-			return err
-		}
-		client, err := kubernetes.NewForConfig(cfg)
+		cfg, client, err := s.client(c)
 		if err != nil {
 			return err
 		}
