@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"open-cluster-management.io/cluster-proxy/test/framework"
+	"open-cluster-management.io/cluster-proxy/test/localenv/proc"
 )
 
 // Files in the state directory.
@@ -90,7 +90,7 @@ func Status(stateDir string) string {
 // recordPID appends a started process (PID and start time) to the pids
 // file, so that Down can stop it by PID even if the supervisor died.
 func recordPID(stateDir string, pid int) error {
-	start, err := processStart(pid)
+	start, err := proc.StartTime(pid)
 	if err != nil {
 		return err
 	}
@@ -98,32 +98,12 @@ func recordPID(stateDir string, pid int) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, "%d %s\n", pid, start)
+	_, err = fmt.Fprintf(f, "%d %d\n", pid, start)
 	return errors.Join(err, f.Close())
 }
 
-// processStart is the start time of pid (field 22 of /proc/<pid>/stat, in
-// clock ticks since boot): with the PID it identifies a process even after
-// its binary was rebuilt, and a recycled PID never matches.
-func processStart(pid int) (string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", err
-	}
-	// The command name (field 2) may contain spaces; it ends at the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	fields := strings.Fields(string(data[i+1:]))
-	if i < 0 || len(fields) < 20 {
-		return "", fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	return fields[19], nil
-}
-
 // ProcessAlive reports whether the process pid that started at start runs.
-func ProcessAlive(pid int, start string) bool {
-	now, err := processStart(pid)
-	return err == nil && now == start
-}
+func ProcessAlive(pid int, start uint64) bool { return proc.Alive(pid, start) }
 
 // killRecorded sends SIGKILL to every recorded process that still runs.
 func killRecorded(path string) error {
@@ -143,14 +123,15 @@ func killRecorded(path string) error {
 	return nil
 }
 
-func parsePIDLine(line string) (int, string, bool) {
-	pidText, start, ok := strings.Cut(strings.TrimSpace(line), " ")
-	pid, err := strconv.Atoi(pidText)
-	return pid, start, ok && err == nil && pid > 1
+func parsePIDLine(line string) (int, uint64, bool) {
+	var pid int
+	var start uint64
+	_, err := fmt.Sscanf(strings.TrimSpace(line), "%d %d", &pid, &start)
+	return pid, start, err == nil && pid > 1
 }
 
 // waitGone waits until the process is gone.
-func waitGone(pid int, start string, timeout time.Duration) bool {
+func waitGone(pid int, start uint64, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if !ProcessAlive(pid, start) {

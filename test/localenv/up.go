@@ -23,6 +23,7 @@ import (
 
 	"open-cluster-management.io/cluster-proxy/pkg/client"
 	"open-cluster-management.io/cluster-proxy/test/localenv/netns"
+	"open-cluster-management.io/cluster-proxy/test/localenv/proc"
 )
 
 // UpOptions configure Up.
@@ -112,14 +113,14 @@ func supervisorRunning(stateDir string) bool {
 }
 
 // readPID reads a "<pid> <start time>" file.
-func readPID(path string) (int, string, error) {
+func readPID(path string) (int, uint64, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return 0, "", err
+		return 0, 0, err
 	}
 	pid, start, ok := parsePIDLine(string(data))
 	if !ok {
-		return 0, "", fmt.Errorf("%s: not a PID record", path)
+		return 0, 0, fmt.Errorf("%s: not a PID record", path)
 	}
 	return pid, start, nil
 }
@@ -145,11 +146,11 @@ func startSupervisor(ctx context.Context, o UpOptions) error {
 	}
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
-	start, err := processStart(pid)
+	start, err := proc.StartTime(pid)
 	if err != nil {
 		return fmt.Errorf("the supervisor exited at once; see %s", logFile.Name())
 	}
-	if err := writeFile(filepath.Join(o.StateDir, SupervisorPIDFile), []byte(fmt.Sprintf("%d %s\n", pid, start)), 0o644); err != nil {
+	if err := writeFile(filepath.Join(o.StateDir, SupervisorPIDFile), []byte(fmt.Sprintf("%d %d\n", pid, start)), 0o644); err != nil {
 		return err
 	}
 	_, _ = fmt.Fprintf(o.Out, "starting the hub and %s (supervisor pid %d, log %s)\n", strings.Join(ManagedClusters, ", "), pid, logFile.Name())

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"open-cluster-management.io/cluster-proxy/test/localenv/proc"
 )
 
 // Records in the state directory, for cleaning up after a Kubelet that
@@ -24,25 +26,8 @@ const (
 	createdDirsFile = "created-dirs"
 )
 
-// processStartTime is a process's start time in clock ticks since boot
-// (field 22 of /proc/<pid>/stat): with the PID, it names a process
-// uniquely, across exec.
-func processStartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command, which may hold spaces, start at field 3.
-	i := strings.LastIndexByte(string(data), ')')
-	fields := strings.Fields(string(data[i+1:]))
-	if i < 0 || len(fields) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
-}
-
 func (k *Kubelet) recordPID(pid int) {
-	start, err := processStartTime(pid)
+	start, err := proc.StartTime(pid)
 	if err != nil {
 		return // already gone
 	}
@@ -93,7 +78,7 @@ func KillRecorded(stateDir string) error {
 		if _, err := fmt.Sscanf(scanner.Text(), "%d %d", &pid, &start); err != nil || pid <= 1 {
 			continue
 		}
-		if now, err := processStartTime(pid); err != nil || now != start {
+		if now, err := proc.StartTime(pid); err != nil || now != start {
 			continue
 		}
 		for _, target := range []int{-pid, pid} {
