@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,11 +108,16 @@ var _ = Describe("The agent addon", Ordered, Label("agentaddon"), func() {
 	})
 
 	It("rolls the agents when the configuration changes", func(ctx SpecContext) {
-		mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
-		Expect(k8sClient.Get(ctx, types.NamespacedName{Name: "cluster-proxy"}, mpc)).To(Succeed())
-		mpc.Spec.ProxyAgent.AdditionalArgs = []string{"--keepalive-time=20s"}
-		mpc.Spec.ProxyAgent.Replicas = 2
-		Expect(k8sClient.Update(ctx, mpc)).To(Succeed())
+		// The manager updates the MPC's status concurrently: retry on conflict.
+		Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+			if err := k8sClient.Get(ctx, types.NamespacedName{Name: "cluster-proxy"}, mpc); err != nil {
+				return err
+			}
+			mpc.Spec.ProxyAgent.AdditionalArgs = []string{"--keepalive-time=20s"}
+			mpc.Spec.ProxyAgent.Replicas = 2
+			return k8sClient.Update(ctx, mpc)
+		})).To(Succeed())
 		configure(ctx, "cluster1", mpcConfig("cluster-proxy"))
 		Eventually(func(g Gomega) {
 			d, err := agentDeployment(ctx, "cluster1")
