@@ -9,6 +9,7 @@ RUN go mod download
 ARG VERSION=dev
 COPY cmd/ cmd/
 COPY pkg/ pkg/
+COPY internal/ internal/
 COPY hack/build.sh hack/build.sh
 RUN GOOS=$TARGETOS GOARCH=$TARGETARCH hack/build.sh /out "$VERSION"
 

@@ -85,7 +85,7 @@ generate: manifests $(CONTROLLER_GEN) $(CLIENT_GEN) $(LISTER_GEN) $(INFORMER_GEN
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD into the chart (its only copy) and the manager's RBAC (config/rbac) from the code's markers.
 	$(CONTROLLER_GEN) crd:crdVersions=v1 paths=./pkg/apis/... output:crd:artifacts:config=charts/cluster-proxy/crds
-	$(CONTROLLER_GEN) rbac:roleName=cluster-proxy-addon-manager paths=./pkg/... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=cluster-proxy-addon-manager paths=./internal/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify
 verify: $(CONTROLLER_GEN) $(HELM) ## Fail if generated code, CRDs, RBAC, the chart, formatting, vet, go.mod tidiness or lint are off.

@@ -23,7 +23,7 @@ fail() { echo "verify-chart: $*" >&2; failed=1; }
 # the tree as it was.
 generated=$(mktemp -d)
 trap 'rm -rf "$generated"' EXIT
-"$controller_gen" rbac:roleName=cluster-proxy-addon-manager paths=./pkg/... output:rbac:artifacts:config="$generated"
+"$controller_gen" rbac:roleName=cluster-proxy-addon-manager paths=./internal/... output:rbac:artifacts:config="$generated"
 if ! diff -r -u config/rbac "$generated" >&2; then
   fail "config/rbac is not what the +kubebuilder:rbac markers generate (diff above): run 'make manifests', make charts/cluster-proxy/templates/{clusterrole,role}.yaml grant the same, and commit"
 fi

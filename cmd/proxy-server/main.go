@@ -7,7 +7,7 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"open-cluster-management.io/cluster-proxy/pkg/tunnel"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel"
 )
 
 func main() {

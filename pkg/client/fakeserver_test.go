@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	proxyproto "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/proto/client"
 
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 // testServerName is the name in the fake proxy-server's certificate.

@@ -9,7 +9,7 @@ import (
 )
 
 // BuildBinary compiles the Go package pkg (an import path, or a path
-// relative to the repository root such as "./cmd/addon-manager") with
+// relative to the repository root such as "./cmd/manager") with
 // `go build -o <tmp>/<name> <pkg>`, run from RepoRoot, and returns the
 // binary's path. The binary is the only file in a new temporary directory;
 // the caller removes it with os.RemoveAll(filepath.Dir(path)), typically in

@@ -20,9 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"open-cluster-management.io/cluster-proxy/pkg/agentaddon"
+	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 // Ports handed out by FreeTunnelPort: konnectivity's proxy-server refuses

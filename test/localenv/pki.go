@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 // pkiValidity is how long the environment's certificates last.

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonagent"
+	"open-cluster-management.io/cluster-proxy/internal/addonagent"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 

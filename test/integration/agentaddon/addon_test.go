@@ -24,10 +24,10 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"open-cluster-management.io/cluster-proxy/pkg/agentaddon"
+	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
-	"open-cluster-management.io/cluster-proxy/pkg/signer"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 

@@ -20,7 +20,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 

@@ -35,11 +35,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
-	"open-cluster-management.io/cluster-proxy/pkg/agentaddon"
+	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
-	"open-cluster-management.io/cluster-proxy/pkg/signer"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 

@@ -9,8 +9,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
-	"open-cluster-management.io/cluster-proxy/pkg/signer"
+	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 )
 
 var _ = Describe("The addon-manager binary", Label("manager"), func() {

@@ -1,5 +1,5 @@
 // Package manager_test runs the real addon-manager binary (built from
-// cmd/addon-manager, as the image's /manager) as a separate process against
+// cmd/manager, as the image's /manager) as a separate process against
 // a real kube-apiserver: option validation, health probes, reconciling a
 // ManagedProxyConfiguration end to end, and leader election handover
 // between two replicas.
@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 
@@ -55,7 +55,7 @@ func TestManager(t *testing.T) {
 var _ = BeforeSuite(func(ctx SpecContext) {
 	By("building the addon-manager")
 	var err error
-	managerBinary, err = framework.BuildBinary("./cmd/addon-manager", "manager")
+	managerBinary, err = framework.BuildBinary("./cmd/manager", "manager")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, filepath.Dir(managerBinary))
 

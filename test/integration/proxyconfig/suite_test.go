@@ -1,7 +1,7 @@
-// Package proxyserver_test runs the ManagedProxyConfiguration reconciler
+// Package proxyconfig_test runs the ManagedProxyConfiguration reconciler
 // against a real kube-apiserver (and a real kube-controller-manager for
 // garbage collection) and checks the hub objects it produces.
-package proxyserver_test
+package proxyconfig_test
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
-	"open-cluster-management.io/cluster-proxy/pkg/proxyserver"
-	"open-cluster-management.io/cluster-proxy/pkg/signer"
+	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 
@@ -68,7 +68,7 @@ var _ = BeforeSuite(func() {
 		Cache: addonmanager.CacheOptions(managerNamespace),
 	})
 	Expect(err).NotTo(HaveOccurred())
-	reconciler := &proxyserver.Reconciler{
+	reconciler := &proxyconfig.Reconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("cluster-proxy-addon-manager"),
 		Clock:    fakeClock,

@@ -1,4 +1,4 @@
-package proxyserver
+package proxyconfig
 
 import (
 	"context"

@@ -23,7 +23,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 // AddonName is the name of the cluster-proxy addon.

@@ -13,8 +13,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonmanager"
-	"open-cluster-management.io/cluster-proxy/pkg/command"
+	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/command"
 )
 
 func main() {

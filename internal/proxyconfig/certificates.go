@@ -1,4 +1,4 @@
-package proxyserver
+package proxyconfig
 
 import (
 	"crypto/sha256"
@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 // UserServerSecretName is the Secret holding the user-server's serving

@@ -1,4 +1,4 @@
-package proxyserver_test
+package proxyconfig_test
 
 import (
 	"crypto/x509"
@@ -15,11 +15,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
-	"open-cluster-management.io/cluster-proxy/pkg/proxyserver"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
 )
 
-var _ = Describe("A default ManagedProxyConfiguration", Label("proxyserver"), func() {
+var _ = Describe("A default ManagedProxyConfiguration", Label("proxyconfig"), func() {
 	const name, ns = "cluster-proxy", "proxy-default"
 
 	It("produces every hub object with the names, args, ports and labels of the spec, and True conditions", func(ctx SpecContext) {
@@ -134,7 +134,7 @@ var _ = Describe("A default ManagedProxyConfiguration", Label("proxyserver"), fu
 	})
 })
 
-var _ = Describe("Changing a ManagedProxyConfiguration", Label("proxyserver"), func() {
+var _ = Describe("Changing a ManagedProxyConfiguration", Label("proxyconfig"), func() {
 	const name, ns = "changes", "proxy-changes"
 
 	It("rolls replicas, image, args and SANs out, and reissues certificates only when their SANs change", func(ctx SpecContext) {
@@ -199,12 +199,12 @@ var _ = Describe("Changing a ManagedProxyConfiguration", Label("proxyserver"), f
 			mpc.Spec.UserServer = &proxyv1alpha1.UserServerConfiguration{AdditionalSANs: []string{"users.example.com"}}
 		})
 		expectCondition(ctx, name, proxyv1alpha1.ConditionTypeUserServerSecretSigned, metav1.ConditionTrue, proxyv1alpha1.ReasonSuccessfullySigned)
-		user := getLeaf(ctx, ns, proxyserver.UserServerSecretName)
+		user := getLeaf(ctx, ns, proxyconfig.UserServerSecretName)
 		Expect(sans(user.cert)).To(ContainElements("users.example.com", "cluster-proxy-addon-user."+ns+".svc", "localhost"))
 		expectVerifies(user, caOf(ctx, ns), x509.ExtKeyUsageServerAuth)
 		updateMPC(ctx, name, func(mpc *proxyv1alpha1.ManagedProxyConfiguration) { mpc.Spec.UserServer = nil })
 		Eventually(func() bool {
-			return apierrors.IsNotFound(get(ctx, ns, proxyserver.UserServerSecretName, &corev1.Secret{}))
+			return apierrors.IsNotFound(get(ctx, ns, proxyconfig.UserServerSecretName, &corev1.Secret{}))
 		}).WithContext(ctx).WithTimeout(timeout).Should(BeTrue())
 		waitObserved(ctx, name)
 		Expect(getMPC(ctx, name).Status.Conditions).NotTo(ContainElement(HaveField("Type", proxyv1alpha1.ConditionTypeUserServerSecretSigned)))
@@ -227,7 +227,7 @@ var _ = Describe("Changing a ManagedProxyConfiguration", Label("proxyserver"), f
 
 		profile.Data = map[string]string{"minTLSVersion": "TLS9000"}
 		Expect(k8sClient.Update(ctx, profile)).To(Succeed())
-		cond := expectCondition(ctx, "tls-profile", proxyv1alpha1.ConditionTypeProxyServerDeployed, metav1.ConditionFalse, proxyserver.ReasonInvalidTLSProfile)
+		cond := expectCondition(ctx, "tls-profile", proxyv1alpha1.ConditionTypeProxyServerDeployed, metav1.ConditionFalse, proxyconfig.ReasonInvalidTLSProfile)
 		Expect(cond.Message).To(And(ContainSubstring("minTLSVersion"), ContainSubstring("TLS9000")))
 		Expect(getDeployment(ctx, "proxy-tls", "tls-profile").Spec.Template.Spec.Containers[0].Args).
 			To(ContainElement("--tls-min-version=VersionTLS11"), "a bad profile must not touch the running Deployment")
@@ -242,7 +242,7 @@ var _ = Describe("Changing a ManagedProxyConfiguration", Label("proxyserver"), f
 	})
 })
 
-var _ = Describe("Certificate rotation", Label("proxyserver", "rotation"), func() {
+var _ = Describe("Certificate rotation", Label("proxyconfig", "rotation"), func() {
 	const name, ns = "rotation", "proxy-rotation"
 
 	It("reissues certificates past 80% of their lifetime and after a CA change", func(ctx SpecContext) {
@@ -306,7 +306,7 @@ var _ = Describe("Certificate rotation", Label("proxyserver", "rotation"), func(
 	})
 })
 
-var _ = Describe("A LoadBalancerService entrypoint", Label("proxyserver", "loadbalancer"), func() {
+var _ = Describe("A LoadBalancerService entrypoint", Label("proxyconfig", "loadbalancer"), func() {
 	const name, ns = "lb", "proxy-lb"
 
 	It("creates the Service with its annotations, explains the wait, and takes IP and host name ingress into the SANs", func(ctx SpecContext) {
@@ -335,7 +335,7 @@ var _ = Describe("A LoadBalancerService entrypoint", Label("proxyserver", "loadb
 
 		By("the condition explains the wait, and nothing else is held back")
 		Eventually(func() string {
-			cond := expectCondition(ctx, name, proxyv1alpha1.ConditionTypeAgentServerSecretSigned, metav1.ConditionFalse, proxyserver.ReasonEntrypointPending)
+			cond := expectCondition(ctx, name, proxyv1alpha1.ConditionTypeAgentServerSecretSigned, metav1.ConditionFalse, proxyconfig.ReasonEntrypointPending)
 			return cond.Message
 		}).WithContext(ctx).WithTimeout(timeout).Should(ContainSubstring(
 			"waiting for load balancer Service " + ns + "/proxy-agent-entrypoint to get an ingress IP or host name"))
@@ -357,7 +357,7 @@ var _ = Describe("A LoadBalancerService entrypoint", Label("proxyserver", "loadb
 		Eventually(func() []string {
 			return sans(getLeaf(ctx, ns, "agent-server").cert)
 		}).WithContext(ctx).WithTimeout(timeout).Should(ContainElement("only-host.example.com"))
-		entrypoint, err := proxyserver.ResolveEntrypoint(ctx, k8sClient, getMPC(ctx, name))
+		entrypoint, err := proxyconfig.ResolveEntrypoint(ctx, k8sClient, getMPC(ctx, name))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(entrypoint.Host).To(Equal("only-host.example.com"))
 		Expect(entrypoint.Port).To(BeEquivalentTo(443))
@@ -376,7 +376,7 @@ var _ = Describe("A LoadBalancerService entrypoint", Label("proxyserver", "loadb
 	})
 })
 
-var _ = Describe("Deleting a ManagedProxyConfiguration", Label("proxyserver", "gc"), func() {
+var _ = Describe("Deleting a ManagedProxyConfiguration", Label("proxyconfig", "gc"), func() {
 	const name, ns = "deleted", "proxy-deleted"
 
 	It("removes everything it owns through the garbage collector, and keeps the namespace", func(ctx SpecContext) {
@@ -407,14 +407,14 @@ var _ = Describe("Deleting a ManagedProxyConfiguration", Label("proxyserver", "g
 	})
 })
 
-var _ = Describe("Input the reconciler cannot honour", Label("proxyserver", "errors"), func() {
+var _ = Describe("Input the reconciler cannot honour", Label("proxyconfig", "errors"), func() {
 	It("reports an unsupported signer type on every condition", func(ctx SpecContext) {
 		mpc := newMPC("provided", "proxy-provided")
 		mpc.Spec.Authentication.Signer.Type = proxyv1alpha1.SignerTypeProvided
 		createMPC(ctx, mpc)
 		DeferCleanup(deleteMPC, "provided")
 		for _, typ := range []string{proxyv1alpha1.ConditionTypeProxyServerDeployed, proxyv1alpha1.ConditionTypeAgentServerSecretSigned} {
-			cond := expectCondition(ctx, "provided", typ, metav1.ConditionFalse, proxyserver.ReasonUnsupportedSigner)
+			cond := expectCondition(ctx, "provided", typ, metav1.ConditionFalse, proxyconfig.ReasonUnsupportedSigner)
 			Expect(cond.Message).To(ContainSubstring("spec.authentication.signer.type Provided is not supported"))
 		}
 		Expect(apierrors.IsNotFound(get(ctx, "proxy-provided", "provided", &appsv1.Deployment{}))).To(BeTrue())
@@ -430,7 +430,7 @@ var _ = Describe("Input the reconciler cannot honour", Label("proxyserver", "err
 
 		createMPC(ctx, newMPC("stuck", "proxy-stuck"))
 		DeferCleanup(deleteMPC, "stuck")
-		cond := expectCondition(ctx, "stuck", proxyv1alpha1.ConditionTypeProxyServerDeployed, metav1.ConditionFalse, proxyserver.ReasonNamespaceUnavailable)
+		cond := expectCondition(ctx, "stuck", proxyv1alpha1.ConditionTypeProxyServerDeployed, metav1.ConditionFalse, proxyconfig.ReasonNamespaceUnavailable)
 		Expect(cond.Message).To(ContainSubstring("namespace proxy-stuck is terminating"))
 
 		By("releasing the namespace: the reconciler retries by itself and recreates it")

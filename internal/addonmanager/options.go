@@ -16,7 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/component-base/featuregate"
 
-	"open-cluster-management.io/cluster-proxy/pkg/version"
+	"open-cluster-management.io/cluster-proxy/internal/version"
 )
 
 // PodNamespaceEnv names the environment variable holding the addon-manager's

@@ -1,4 +1,4 @@
-package proxyserver_test
+package proxyconfig_test
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 const (

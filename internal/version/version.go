@@ -5,7 +5,7 @@ package version
 import "regexp"
 
 // Version is the version of this build, set with
-// -ldflags "-X open-cluster-management.io/cluster-proxy/pkg/version.Version=v1.2.3".
+// -ldflags "-X open-cluster-management.io/cluster-proxy/internal/version.Version=v1.2.3".
 var Version = "dev"
 
 // DefaultImageRepository is where released cluster-proxy images live.

@@ -9,8 +9,8 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"open-cluster-management.io/cluster-proxy/pkg/addonagent"
-	"open-cluster-management.io/cluster-proxy/pkg/command"
+	"open-cluster-management.io/cluster-proxy/internal/addonagent"
+	"open-cluster-management.io/cluster-proxy/internal/command"
 )
 
 func main() {

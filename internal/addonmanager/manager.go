@@ -27,10 +27,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"open-cluster-management.io/cluster-proxy/pkg/agentaddon"
+	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/proxyserver"
-	"open-cluster-management.io/cluster-proxy/pkg/signer"
+	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 )
 
 // NewScheme returns the scheme of every type the addon-manager handles.
@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 // cluster-proxy-addon-manager and its Events, in the manager's own namespace:
 // namespace= below stands for POD_NAMESPACE, the chart's release namespace).
 // The CA Secret is read and created through the secrets rule of the
-// proxyserver package.
+// proxyconfig package.
 //
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=open-cluster-management-addon
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=open-cluster-management-addon
@@ -110,7 +110,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 		return nil, fmt.Errorf("failed to create a client: %w", err)
 	}
 	ca := &signer.Store{Client: direct, Namespace: o.SignerSecretNamespace, Name: o.SignerSecretName, Clock: clock.RealClock{}}
-	reconciler := &proxyserver.Reconciler{
+	reconciler := &proxyconfig.Reconciler{
 		Client:              mgr.GetClient(),
 		Recorder:            mgr.GetEventRecorder(LeaderElectionID),
 		Clock:               clock.RealClock{},
@@ -129,12 +129,12 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 }
 
 // CacheOptions keep the manager's informers to what it needs: the objects it
-// writes (all labelled proxyserver.ManagedByLabel), ConfigMaps of its own
+// writes (all labelled proxyconfig.ManagedByLabel), ConfigMaps of its own
 // namespace podNamespace (the TLS profile) and this addon's certificate
 // requests. Anything else it reads (the CA Secret, the service-proxy
 // certificate) is read without the cache.
 func CacheOptions(podNamespace string) cache.Options {
-	managed := labels.SelectorFromSet(labels.Set{proxyserver.ManagedByLabel: proxyserver.ManagedByValue})
+	managed := labels.SelectorFromSet(labels.Set{proxyconfig.ManagedByLabel: proxyconfig.ManagedByValue})
 	owned := cache.ByObject{Label: managed}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}:         owned,

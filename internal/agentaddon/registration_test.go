@@ -20,7 +20,7 @@ import (
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 type staticCA struct{ ca *certs.CA }

@@ -1,10 +1,10 @@
-// Package proxyserver reconciles ManagedProxyConfigurations into the hub side
+// Package proxyconfig reconciles ManagedProxyConfigurations into the hub side
 // of cluster-proxy: the proxy-server namespace, ServiceAccount, Services,
 // certificate Secrets, the proxy-server Deployment, the port-forward RBAC for
 // agents and, for LoadBalancerService entrypoints, the load balancer — all
 // owned by the ManagedProxyConfiguration — and reports their state in its
 // status.
-package proxyserver
+package proxyconfig
 
 import (
 	"context"
@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
 
 // FieldManager is the server-side apply field manager of the addon-manager.
@@ -107,7 +107,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		missing = append(missing, "TLSProfileNamespace")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("proxyserver.Reconciler is missing %v", missing)
+		return fmt.Errorf("proxyconfig.Reconciler is missing %v", missing)
 	}
 	if r.ImagePullPolicy == "" {
 		r.ImagePullPolicy = corev1.PullIfNotPresent

@@ -1,4 +1,4 @@
-package proxyserver_test
+package proxyconfig_test
 
 import (
 	"sync"
@@ -8,11 +8,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"open-cluster-management.io/cluster-proxy/pkg/certs"
-	"open-cluster-management.io/cluster-proxy/pkg/signer"
+	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 )
 
-var _ = Describe("The CA store", Label("proxyserver", "signer"), func() {
+var _ = Describe("The CA store", Label("proxyconfig", "signer"), func() {
 	It("ends with one CA when several managers create it at once", func(ctx SpecContext) {
 		const racers = 8
 		const secretName = "raced-signer"

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
-	"open-cluster-management.io/cluster-proxy/pkg/proxyserver"
+	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
 )
 
 // Paths inside the agent pod.
@@ -63,7 +63,7 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 		return nil, err
 	}
 	name := mpc.Name
-	entrypoint, err := proxyserver.ResolveEntrypoint(ctx, b.Client, mpc)
+	entrypoint, err := proxyconfig.ResolveEntrypoint(ctx, b.Client, mpc)
 	if err != nil {
 		return nil, err
 	}
