@@ -20,6 +20,8 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 )
 
 // RBAC of CSRController: it reads requests, clusters and addons (cached),
@@ -136,7 +138,7 @@ func (c *CSRController) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		csr = updated
 	}
 
-	if csr.Spec.SignerName != ProxyAgentSignerName {
+	if csr.Spec.SignerName != identity.SignerName {
 		// The hub's own signer issues the kube-client certificate.
 		return ctrl.Result{}, nil
 	}

@@ -5,10 +5,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"slices"
@@ -22,55 +20,20 @@ import (
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 
-	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 )
 
 // AddonName is the name of the cluster-proxy addon.
 const AddonName = "cluster-proxy"
 
-// Agent identities on the hub.
-const (
-	// ProxyAgentSignerName is the custom signer of proxy-agent certificates.
-	ProxyAgentSignerName = "open-cluster-management.io/proxy-agent-signer"
-	// AddonAgentUser is the hub user of the addon-agent (kube-client
-	// registration).
-	AddonAgentUser = "open-cluster-management:cluster-proxy:addon-agent"
-	// ProxyAgentUser is the common name of proxy-agent certificates.
-	ProxyAgentUser = "open-cluster-management:cluster-proxy:proxy-agent"
-	// AgentCertificateValidity is the lifetime of signed proxy-agent
-	// certificates.
-	AgentCertificateValidity = 180 * 24 * time.Hour
+// AgentCertificateValidity is the lifetime of signed proxy-agent
+// certificates.
+const AgentCertificateValidity = 180 * 24 * time.Hour
 
-	signerOUPrefix  = "signer-"
-	clusterOUPrefix = "cluster:"
-	// klusterletUserPrefix starts the hub user of every klusterlet:
-	// system:open-cluster-management:<cluster>:<agent id>.
-	klusterletUserPrefix = "system:open-cluster-management:"
-)
-
-// SignerOU is the organizational unit that names the CA in proxy-agent
-// certificates, so a new CA makes agents request new certificates.
-func SignerOU(ca *x509.Certificate) string {
-	sum := sha256.Sum256(ca.Raw)
-	return signerOUPrefix + hex.EncodeToString(sum[:16])
-}
-
-// ClusterOU is the organizational unit that names the managed cluster in
-// its proxy-agent certificate; the proxy-server checks agent identifiers
-// against it.
-func ClusterOU(cluster string) string { return clusterOUPrefix + cluster }
-
-// ClusterFromCertificate returns the managed cluster a proxy-agent
-// certificate was issued to, from its ClusterOU.
-func ClusterFromCertificate(cert *x509.Certificate) (string, bool) {
-	for _, ou := range cert.Subject.OrganizationalUnit {
-		if c, ok := strings.CutPrefix(ou, clusterOUPrefix); ok && c != "" {
-			return c, true
-		}
-	}
-	return "", false
-}
+// klusterletUserPrefix starts the hub user of every klusterlet:
+// system:open-cluster-management:<cluster>:<agent id>.
+const klusterletUserPrefix = "system:open-cluster-management:"
 
 // CALoader returns the CA that signs proxy-agent certificates.
 type CALoader interface {
@@ -96,12 +59,12 @@ func (r *Registration) Configurations(ctx context.Context, cluster *clusterv1.Ma
 		return nil, fmt.Errorf("failed to load the CA for the registration of cluster %s: %w", cluster.Name, err)
 	}
 	return []agent.RegistrationConfig{
-		&agent.KubeClientRegistration{User: AddonAgentUser, Groups: []string{proxyv1alpha1.AgentGroup}},
+		&agent.KubeClientRegistration{User: identity.AddonAgentUser, Groups: []string{identity.AgentGroup}},
 		&agent.CustomSignerRegistration{
-			SignerName:        ProxyAgentSignerName,
-			User:              ProxyAgentUser,
-			Groups:            []string{proxyv1alpha1.AgentGroup},
-			OrganizationUnits: []string{SignerOU(ca.Cert), ClusterOU(cluster.Name)},
+			SignerName:        identity.SignerName,
+			User:              identity.ProxyAgentUser,
+			Groups:            []string{identity.AgentGroup},
+			OrganizationUnits: []string{identity.SignerOU(ca.Cert), identity.ClusterOU(cluster.Name)},
 		},
 	}, nil
 }
@@ -136,8 +99,8 @@ func (e *RefusedError) Error() string {
 // our lifetime. Anything else stays unsigned with a *RefusedError saying why;
 // other errors (loading the CA) are worth retrying.
 func (r *Registration) Sign(ctx context.Context, cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn, csr *certificatesv1.CertificateSigningRequest) ([]byte, error) {
-	if csr.Spec.SignerName != ProxyAgentSignerName {
-		return nil, &RefusedError{Request: csr.Name, Reason: fmt.Sprintf("signer %q is not %s", csr.Spec.SignerName, ProxyAgentSignerName)}
+	if csr.Spec.SignerName != identity.SignerName {
+		return nil, &RefusedError{Request: csr.Name, Reason: fmt.Sprintf("signer %q is not %s", csr.Spec.SignerName, identity.SignerName)}
 	}
 	req, why := r.verify(ctx, cluster, addon, csr)
 	if why != "" {

@@ -21,6 +21,7 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 )
 
 type staticCA struct{ ca *certs.CA }
@@ -98,11 +99,11 @@ func (r request) csr(t *testing.T) *certificatesv1.CertificateSigningRequest {
 // proxy-agent certificate.
 func proxyAgentRequest(ca *certs.CA, cluster string) request {
 	return request{
-		cluster: cluster, requester: cluster, signer: ProxyAgentSignerName,
+		cluster: cluster, requester: cluster, signer: identity.SignerName,
 		subject: pkix.Name{
-			CommonName:         ProxyAgentUser,
+			CommonName:         identity.ProxyAgentUser,
 			Organization:       []string{"open-cluster-management:cluster-proxy"},
-			OrganizationalUnit: []string{SignerOU(ca.Cert), ClusterOU(cluster)},
+			OrganizationalUnit: []string{identity.SignerOU(ca.Cert), identity.ClusterOU(cluster)},
 		},
 		usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageKeyEncipherment, certificatesv1.UsageClientAuth},
 	}
@@ -138,7 +139,7 @@ func TestApprove(t *testing.T) {
 			name: "the addon-agent's hub client certificate", cluster: cluster("cluster1", true), approved: true,
 			request: valid(func(r *request) {
 				r.signer = certificatesv1.KubeAPIServerClientSignerName
-				r.subject = pkix.Name{CommonName: AddonAgentUser, Organization: []string{"open-cluster-management:cluster-proxy"}}
+				r.subject = pkix.Name{CommonName: identity.AddonAgentUser, Organization: []string{"open-cluster-management:cluster-proxy"}}
 			}),
 		},
 		{name: "a cluster the hub does not accept", cluster: cluster("cluster1", false), request: valid(func(*request) {})},
@@ -168,12 +169,14 @@ func TestApprove(t *testing.T) {
 		},
 		{
 			name: "a subject naming another cluster", cluster: cluster("cluster1", true),
-			request: valid(func(r *request) { r.subject.OrganizationalUnit = []string{SignerOU(ca.Cert), ClusterOU("cluster2")} }),
+			request: valid(func(r *request) {
+				r.subject.OrganizationalUnit = []string{identity.SignerOU(ca.Cert), identity.ClusterOU("cluster2")}
+			}),
 		},
 		{
 			name: "a subject for an old CA", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) {
-				r.subject.OrganizationalUnit = []string{SignerOU(otherCA.Cert), ClusterOU("cluster1")}
+				r.subject.OrganizationalUnit = []string{identity.SignerOU(otherCA.Cert), identity.ClusterOU("cluster1")}
 			}),
 		},
 		{
@@ -238,14 +241,14 @@ func TestSign(t *testing.T) {
 		_, err = cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: clock.Now()})
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(cert.ExtKeyUsage).To(Equal([]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}))
-		g.Expect(cert.Subject.CommonName).To(Equal(ProxyAgentUser))
+		g.Expect(cert.Subject.CommonName).To(Equal(identity.ProxyAgentUser))
 		// DER encodes each attribute set sorted, so compare as sets.
 		g.Expect(cert.Subject.Organization).To(ConsistOf(req.subject.Organization))
 		g.Expect(cert.Subject.OrganizationalUnit).To(ConsistOf(req.subject.OrganizationalUnit))
 		g.Expect(cert.DNSNames).To(BeEmpty())
 		g.Expect(cert.NotAfter.Sub(clock.Now())).To(Equal(AgentCertificateValidity))
-		got, ok := ClusterFromCertificate(cert)
-		g.Expect(ok).To(BeTrue())
+		got, err := identity.ClusterFromCertificate(cert)
+		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(got).To(Equal("cluster1"))
 	})
 
@@ -254,7 +257,7 @@ func TestSign(t *testing.T) {
 		req := proxyAgentRequest(ca, "cluster1")
 		req.signer = certificatesv1.KubeAPIServerClientSignerName
 		_, err := reg.Sign(t.Context(), cluster("cluster1", true), addonOf("cluster1"), req.csr(t))
-		g.Expect(err).To(MatchError(ContainSubstring("is not " + ProxyAgentSignerName)))
+		g.Expect(err).To(MatchError(ContainSubstring("is not " + identity.SignerName)))
 	})
 
 	t.Run("an approved but invalid request stays unsigned with the reason", func(t *testing.T) {
@@ -282,6 +285,6 @@ func TestConfigurations(t *testing.T) {
 	g.Expect(custom.Type).To(Equal(addonapiv1beta1.CustomSigner))
 	g.Expect(custom.CustomSigner.SignerName).To(Equal("open-cluster-management.io/proxy-agent-signer"))
 	g.Expect(custom.CustomSigner.Subject.User).To(Equal("open-cluster-management:cluster-proxy:proxy-agent"))
-	g.Expect(custom.CustomSigner.Subject.OrganizationUnits).To(Equal([]string{SignerOU(ca.Cert), "cluster:cluster1"}))
-	g.Expect(len(SignerOU(ca.Cert))).To(BeNumerically("<=", 64), "X.509 limits an organizational unit to 64 characters")
+	g.Expect(custom.CustomSigner.Subject.OrganizationUnits).To(Equal([]string{identity.SignerOU(ca.Cert), "cluster:cluster1"}))
+	g.Expect(len(identity.SignerOU(ca.Cert))).To(BeNumerically("<=", 64), "X.509 limits an organizational unit to 64 characters")
 }

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"strings"
 
-	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
 // UserServerSecretName is the Secret holding the user-server's serving

@@ -14,6 +14,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -194,7 +195,7 @@ func (r *render) portForwardRoleBinding() *rbacv1ac.RoleBindingApplyConfiguratio
 	return rbacv1ac.RoleBinding(PortForwardRoleName, r.namespace()).
 		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
 		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup(rbacv1.GroupName).WithKind("Role").WithName(PortForwardRoleName)).
-		WithSubjects(rbacv1ac.Subject().WithAPIGroup(rbacv1.GroupName).WithKind(rbacv1.GroupKind).WithName(proxyv1alpha1.AgentGroup))
+		WithSubjects(rbacv1ac.Subject().WithAPIGroup(rbacv1.GroupName).WithKind(rbacv1.GroupKind).WithName(identity.AgentGroup))
 }
 
 // args are the proxy-server's arguments: ours first, then the TLS profile,

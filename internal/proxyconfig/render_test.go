@@ -5,8 +5,8 @@ import (
 
 	. "github.com/onsi/gomega"
 
-	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
 func testMPC() *proxyv1alpha1.ManagedProxyConfiguration {

@@ -20,9 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
-	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/identity"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
 // Ports handed out by FreeTunnelPort: konnectivity's proxy-server refuses
@@ -120,7 +120,7 @@ func NewTunnelPKI(dir string, proxyServerNames ...string) (*TunnelPKI, error) {
 		return nil, err
 	}
 	pki.ProxyClientCert, pki.ProxyClientKey, err = ca.Issue(certs.LeafSpec{
-		CommonName: "proxy-client", Organizations: []string{proxyv1alpha1.AgentGroup}, Usage: certs.UsageClient,
+		CommonName: "proxy-client", Organizations: []string{identity.AgentGroup}, Usage: certs.UsageClient,
 	}, now)
 	if err != nil {
 		return nil, fmt.Errorf("failed to issue the proxy-client certificate: %w", err)
@@ -152,7 +152,7 @@ func (p *TunnelPKI) write(name string, certPEM, keyPEM []byte) (certFile, keyFil
 
 // AgentCert issues the proxy-agent client certificate of cluster with the
 // subject the addon-manager's signer gives it (common name
-// agentaddon.ProxyAgentUser, the signer and cluster organizational units)
+// identity.ProxyAgentUser, the signer and cluster organizational units)
 // and returns its files.
 func (p *TunnelPKI) AgentCert(cluster string) (certFile, keyFile string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -160,9 +160,9 @@ func (p *TunnelPKI) AgentCert(cluster string) (certFile, keyFile string, err err
 		return "", "", fmt.Errorf("failed to generate the agent key of %s: %w", cluster, err)
 	}
 	subject := pkix.Name{
-		CommonName:         agentaddon.ProxyAgentUser,
-		Organization:       []string{proxyv1alpha1.AgentGroup},
-		OrganizationalUnit: []string{agentaddon.SignerOU(p.CA.Cert), agentaddon.ClusterOU(cluster)},
+		CommonName:         identity.ProxyAgentUser,
+		Organization:       []string{identity.AgentGroup},
+		OrganizationalUnit: []string{identity.SignerOU(p.CA.Cert), identity.ClusterOU(cluster)},
 	}
 	certPEM, err := p.CA.Sign(subject, key.Public(), certs.UsageClient, 0, time.Now())
 	if err != nil {

@@ -25,9 +25,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
-	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 
@@ -95,8 +96,8 @@ var _ = Describe("The agent addon", Ordered, Label("agentaddon"), func() {
 			g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: "cluster1", Name: "cluster-proxy"}, addon)).To(Succeed())
 			g.Expect(addon.Status.Registrations).To(ContainElement(And(
 				HaveField("Type", addonapiv1beta1.CustomSigner),
-				HaveField("CustomSigner.SignerName", agentaddon.ProxyAgentSignerName),
-				HaveField("CustomSigner.Subject.OrganizationUnits", ConsistOf(agentaddon.SignerOU(ca.Cert), "cluster:cluster1")),
+				HaveField("CustomSigner.SignerName", identity.SignerName),
+				HaveField("CustomSigner.Subject.OrganizationUnits", ConsistOf(identity.SignerOU(ca.Cert), "cluster:cluster1")),
 			)))
 			g.Expect(addon.Status.Registrations).To(ContainElement(HaveField("Type", addonapiv1beta1.KubeClient)))
 		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
@@ -269,9 +270,9 @@ func klusterletClient(cluster string) client.Client {
 
 func proxyAgentSubject(ca *certs.CA, cluster string) pkix.Name {
 	return pkix.Name{
-		CommonName:         agentaddon.ProxyAgentUser,
-		Organization:       []string{proxyv1alpha1.AgentGroup},
-		OrganizationalUnit: []string{agentaddon.SignerOU(ca.Cert), agentaddon.ClusterOU(cluster)},
+		CommonName:         identity.ProxyAgentUser,
+		Organization:       []string{identity.AgentGroup},
+		OrganizationalUnit: []string{identity.SignerOU(ca.Cert), identity.ClusterOU(cluster)},
 	}
 }
 
@@ -310,7 +311,7 @@ var _ = Describe("Agent certificate requests", Ordered, Label("agentaddon", "csr
 
 	It("approves and signs the proxy-agent request of the right cluster with a certificate that verifies against the CA", func(ctx SpecContext) {
 		ca := hubCA(ctx)
-		Expect(klusterletClient("csr1").Create(ctx, csrRequest("good", "csr1", agentaddon.ProxyAgentSignerName, proxyAgentSubject(ca, "csr1")))).To(Succeed())
+		Expect(klusterletClient("csr1").Create(ctx, csrRequest("good", "csr1", identity.SignerName, proxyAgentSubject(ca, "csr1")))).To(Succeed())
 		var csr *certificatesv1.CertificateSigningRequest
 		Eventually(func(g Gomega) {
 			csr = get(ctx, "good")
@@ -325,13 +326,13 @@ var _ = Describe("Agent certificate requests", Ordered, Label("agentaddon", "csr
 		_, err = cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cert.NotAfter.Sub(cert.NotBefore)).To(BeNumerically("~", agentaddon.AgentCertificateValidity, 2*time.Minute))
-		cluster, ok := agentaddon.ClusterFromCertificate(cert)
-		Expect(ok).To(BeTrue())
+		cluster, err := identity.ClusterFromCertificate(cert)
+		Expect(err).NotTo(HaveOccurred())
 		Expect(cluster).To(Equal("csr1"))
 	})
 
 	It("approves the addon-agent's kube-client request (signed by the hub's own signer)", func(ctx SpecContext) {
-		subject := pkix.Name{CommonName: agentaddon.AddonAgentUser, Organization: []string{proxyv1alpha1.AgentGroup}}
+		subject := pkix.Name{CommonName: identity.AddonAgentUser, Organization: []string{identity.AgentGroup}}
 		Expect(klusterletClient("csr1").Create(ctx, csrRequest("kube-client", "csr1", certificatesv1.KubeAPIServerClientSignerName, subject))).To(Succeed())
 		Eventually(func() bool { return isApproved(get(ctx, "kube-client")) }).WithContext(ctx).WithTimeout(timeout).Should(BeTrue())
 	})
@@ -339,13 +340,13 @@ var _ = Describe("Agent certificate requests", Ordered, Label("agentaddon", "csr
 	It("never approves a request from another cluster, a prefix look-alike or a cluster the hub does not accept", func(ctx SpecContext) {
 		ca := hubCA(ctx)
 		By("cluster csr1x's klusterlet asking for csr1")
-		Expect(klusterletClient("csr1x").Create(ctx, csrRequest("prefix-longer", "csr1", agentaddon.ProxyAgentSignerName, proxyAgentSubject(ca, "csr1")))).To(Succeed())
+		Expect(klusterletClient("csr1x").Create(ctx, csrRequest("prefix-longer", "csr1", identity.SignerName, proxyAgentSubject(ca, "csr1")))).To(Succeed())
 		By("cluster csr1's klusterlet asking for csr1x")
-		Expect(klusterletClient("csr1").Create(ctx, csrRequest("prefix-shorter", "csr1x", agentaddon.ProxyAgentSignerName, proxyAgentSubject(ca, "csr1x")))).To(Succeed())
+		Expect(klusterletClient("csr1").Create(ctx, csrRequest("prefix-shorter", "csr1x", identity.SignerName, proxyAgentSubject(ca, "csr1x")))).To(Succeed())
 		By("a cluster with hubAcceptsClient false")
-		Expect(klusterletClient("rejected").Create(ctx, csrRequest("not-accepted", "rejected", agentaddon.ProxyAgentSignerName, proxyAgentSubject(ca, "rejected")))).To(Succeed())
+		Expect(klusterletClient("rejected").Create(ctx, csrRequest("not-accepted", "rejected", identity.SignerName, proxyAgentSubject(ca, "rejected")))).To(Succeed())
 		By("the right cluster asking for another cluster's identity")
-		Expect(klusterletClient("csr1").Create(ctx, csrRequest("wrong-subject", "csr1", agentaddon.ProxyAgentSignerName, proxyAgentSubject(ca, "csr1x")))).To(Succeed())
+		Expect(klusterletClient("csr1").Create(ctx, csrRequest("wrong-subject", "csr1", identity.SignerName, proxyAgentSubject(ca, "csr1x")))).To(Succeed())
 
 		Consistently(func(g Gomega) {
 			for _, name := range []string{"prefix-longer", "prefix-shorter", "not-accepted", "wrong-subject"} {
@@ -358,7 +359,7 @@ var _ = Describe("Agent certificate requests", Ordered, Label("agentaddon", "csr
 
 	It("does not sign a request an administrator approved by hand when it is not what the registration asks for", func(ctx SpecContext) {
 		ca := hubCA(ctx)
-		Expect(klusterletClient("csr1").Create(ctx, csrRequest("hand-approved", "csr1", agentaddon.ProxyAgentSignerName, proxyAgentSubject(ca, "csr1x")))).To(Succeed())
+		Expect(klusterletClient("csr1").Create(ctx, csrRequest("hand-approved", "csr1", identity.SignerName, proxyAgentSubject(ca, "csr1x")))).To(Succeed())
 		csr := get(ctx, "hand-approved")
 		csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
 			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "ByHand", Message: "approved by an administrator",

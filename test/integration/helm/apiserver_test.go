@@ -37,9 +37,10 @@ import (
 
 	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
-	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 
@@ -264,13 +265,13 @@ var _ = Describe("The default render on a hub kube-apiserver", Ordered, Label("h
 		Expect(get(releaseNamespace, "cluster-proxy-signer", secret)()).To(Succeed())
 		ca, err := certs.ParseCA(secret.Data[signer.CertKey], secret.Data[signer.KeyKey])
 		Expect(err).NotTo(HaveOccurred())
-		Expect(klusterlet.Create(ctx, csrRequest("proxy-agent", clusterName, agentaddon.ProxyAgentSignerName, pkix.Name{
-			CommonName:         agentaddon.ProxyAgentUser,
-			Organization:       []string{proxyv1alpha1.AgentGroup},
-			OrganizationalUnit: []string{agentaddon.SignerOU(ca.Cert), agentaddon.ClusterOU(clusterName)},
+		Expect(klusterlet.Create(ctx, csrRequest("proxy-agent", clusterName, identity.SignerName, pkix.Name{
+			CommonName:         identity.ProxyAgentUser,
+			Organization:       []string{identity.AgentGroup},
+			OrganizationalUnit: []string{identity.SignerOU(ca.Cert), identity.ClusterOU(clusterName)},
 		}))).To(Succeed())
 		Expect(klusterlet.Create(ctx, csrRequest("kube-client", clusterName, certificatesv1.KubeAPIServerClientSignerName, pkix.Name{
-			CommonName: agentaddon.AddonAgentUser, Organization: []string{proxyv1alpha1.AgentGroup},
+			CommonName: identity.AddonAgentUser, Organization: []string{identity.AgentGroup},
 		}))).To(Succeed())
 		Eventually(func(g Gomega) {
 			csr := &certificatesv1.CertificateSigningRequest{}

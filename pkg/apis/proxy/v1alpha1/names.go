@@ -23,9 +23,6 @@ const (
 	// AnnotationCertificatesHash on the proxy-server pod template changes
 	// when its certificates are reissued, so the pods roll onto them.
 	AnnotationCertificatesHash = "proxy.open-cluster-management.io/certificates-hash"
-
-	// AgentGroup is the group of every cluster-proxy agent identity on the hub.
-	AgentGroup = "open-cluster-management:cluster-proxy"
 )
 
 // ServiceProxyHost is the host name hub clients dial, through the tunnel, to
