@@ -25,6 +25,31 @@ const (
 	AnnotationCertificatesHash = "proxy.open-cluster-management.io/certificates-hash"
 )
 
+// Ports of the proxy-server (the defaults of spec.deploy.ports) and of the
+// in-cluster Service in front of it, which always publishes the frontend on
+// ProxyServerPort and the agent server on AgentServerPort.
+const (
+	// ProxyServerPort serves konnectivity clients (the frontend).
+	ProxyServerPort int32 = 8090
+	// AgentServerPort serves proxy-agents; agents dial it through the
+	// entrypoint.
+	AgentServerPort int32 = 8091
+	// HealthServerPort serves the proxy-server's /healthz and /readyz.
+	HealthServerPort int32 = 8092
+	// AdminServerPort serves the proxy-server's admin endpoints.
+	AdminServerPort int32 = 8095
+)
+
+// Names of the hub objects the addon-manager creates in the proxy-server
+// namespace that clients read.
+const (
+	// CASecretName is the Secret holding the CA certificate clients and
+	// agents trust, under the key CASecretKey.
+	CASecretName = "proxy-server-ca"
+	// CASecretKey is the key of the CA certificate in CASecretName.
+	CASecretKey = "ca.crt"
+)
+
 // ServiceProxyHost is the host name hub clients dial, through the tunnel, to
 // reach the service-proxy of a managed cluster:
 // cluster-<first 48 hex digits of sha256(cluster)>.open-cluster-management.proxy.
