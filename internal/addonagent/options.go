@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
 // Options are the addon-agent's settings.
@@ -57,8 +59,8 @@ type Options struct {
 func NewOptions() *Options {
 	return &Options{
 		ProxyServerNamespace:        "open-cluster-management-addon",
-		PortForwardProxyPort:        8091,
-		PortForwardTargetPort:       DefaultProxyServerAgentPort,
+		PortForwardProxyPort:        int(proxyv1alpha1.DefaultEntrypointPort),
+		PortForwardTargetPort:       int(proxyv1alpha1.AgentServerPort),
 		EnableProxyAgentHealthCheck: true,
 		ProxyAgentReadyURL:          "http://localhost:8093/readyz",
 		HealthBindAddress:           ":8888",

@@ -24,9 +24,6 @@ import (
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
-// DefaultProxyServerAgentPort is the proxy-server container's agent port.
-const DefaultProxyServerAgentPort = 8091
-
 // maxPodAttempts bounds how many proxy-server pods one connection tries.
 const maxPodAttempts = 3
 

@@ -23,20 +23,10 @@ import (
 const (
 	// ServiceAccountName runs the proxy-server pods.
 	ServiceAccountName = "cluster-proxy"
-	// CASecretName holds the CA certificate (ca.crt) clients and agents trust.
-	CASecretName = "proxy-server-ca"
 	// PortForwardRoleName lets addon-agents port-forward to proxy-server pods.
 	PortForwardRoleName = "cluster-proxy-addon-agent:portforward"
 	// ContainerName is the proxy-server container.
 	ContainerName = "proxy-server"
-)
-
-// Well-known ports of the proxy-server Services.
-const (
-	// ServiceProxyServerPort is the Service port for proxy clients.
-	ServiceProxyServerPort int32 = 8090
-	// ServiceAgentServerPort is the Service port for proxy-agents.
-	ServiceAgentServerPort int32 = 8091
 )
 
 // Mount paths of the proxy-server's certificates.
@@ -86,19 +76,7 @@ func (r *render) selector() map[string]string {
 }
 
 func (r *render) ports() proxyv1alpha1.ManagedProxyConfigurationDeployPorts {
-	ports := proxyv1alpha1.ManagedProxyConfigurationDeployPorts{ProxyServer: 8090, AgentServer: 8091, HealthServer: 8092, AdminServer: 8095}
-	if d := r.mpc.Spec.Deploy; d != nil {
-		set := func(dst *int32, v int32) {
-			if v != 0 {
-				*dst = v
-			}
-		}
-		set(&ports.ProxyServer, d.Ports.ProxyServer)
-		set(&ports.AgentServer, d.Ports.AgentServer)
-		set(&ports.HealthServer, d.Ports.HealthServer)
-		set(&ports.AdminServer, d.Ports.AdminServer)
-	}
-	return ports
+	return r.mpc.DeployPorts()
 }
 
 func (r *render) serviceAccount() *corev1ac.ServiceAccountApplyConfiguration {
@@ -115,8 +93,8 @@ func (r *render) service() *corev1ac.ServiceApplyConfiguration {
 			WithType(corev1.ServiceTypeClusterIP).
 			WithSelector(r.selector()).
 			WithPorts(
-				servicePort("proxy-server", ServiceProxyServerPort, ports.ProxyServer),
-				servicePort("agent-server", ServiceAgentServerPort, ports.AgentServer),
+				servicePort("proxy-server", proxyv1alpha1.ProxyServerPort, ports.ProxyServer),
+				servicePort("agent-server", proxyv1alpha1.AgentServerPort, ports.AgentServer),
 			))
 }
 
@@ -133,16 +111,16 @@ func (r *render) loadBalancerService() *corev1ac.ServiceApplyConfiguration {
 	}
 	port := ep.Port
 	if port == 0 {
-		port = DefaultEntrypointPort
+		port = proxyv1alpha1.DefaultEntrypointPort
 	}
 	ports := r.ports()
 	svcPorts := []*corev1ac.ServicePortApplyConfiguration{servicePort("agent-server", port, ports.AgentServer)}
-	if port != ServiceProxyServerPort {
+	if port != proxyv1alpha1.ProxyServerPort {
 		svcPorts = append([]*corev1ac.ServicePortApplyConfiguration{
-			servicePort("proxy-server", ServiceProxyServerPort, ports.ProxyServer),
+			servicePort("proxy-server", proxyv1alpha1.ProxyServerPort, ports.ProxyServer),
 		}, svcPorts...)
 	}
-	svc := corev1ac.Service(loadBalancerServiceName(r.mpc), r.namespace()).
+	svc := corev1ac.Service(r.mpc.LoadBalancerServiceName(), r.namespace()).
 		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(corev1.ServiceTypeLoadBalancer).
@@ -162,10 +140,10 @@ func servicePort(name string, port, target int32) *corev1ac.ServicePortApplyConf
 // caSecret publishes the CA certificate (never its key) for clients and
 // agents.
 func (r *render) caSecret(caPEM []byte) *corev1ac.SecretApplyConfiguration {
-	return corev1ac.Secret(CASecretName, r.namespace()).
+	return corev1ac.Secret(proxyv1alpha1.CASecretName, r.namespace()).
 		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
 		WithType(corev1.SecretTypeOpaque).
-		WithData(map[string][]byte{"ca.crt": caPEM})
+		WithData(map[string][]byte{proxyv1alpha1.CASecretKey: caPEM})
 }
 
 // tlsSecret is a certificate Secret of type kubernetes.io/tls.
@@ -273,7 +251,7 @@ func (r *render) deployment() *appsv1ac.DeploymentApplyConfiguration {
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
 		WithContainers(container).
 		WithVolumes(
-			secretVolume("proxy-server-ca", CASecretName),
+			secretVolume("proxy-server-ca", proxyv1alpha1.CASecretName),
 			secretVolume("proxy-server-cert", secrets.SigningProxyServerSecretName),
 			secretVolume("agent-server-cert", secrets.SigningAgentServerSecretName),
 		)

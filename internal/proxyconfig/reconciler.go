@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/entrypoint"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -262,7 +263,7 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 			return ctrl.Result{}, false, err
 		}
 	}
-	entrypoint, err := ResolveEntrypoint(ctx, r.Client, mpc)
+	ep, err := entrypoint.Resolve(ctx, r.Client, mpc)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
@@ -275,7 +276,7 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 		}
 	}
 
-	renewAt, mounted, err := r.reconcileCertificates(ctx, mpc, rd, ca, entrypoint)
+	renewAt, mounted, err := r.reconcileCertificates(ctx, mpc, rd, ca, ep)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
@@ -286,10 +287,10 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 	}
 
 	requeue := renewAt.Sub(r.Clock.Now())
-	if !entrypoint.Ready() && requeue > entrypointPendingRecheck {
+	if !ep.Ready() && requeue > entrypointPendingRecheck {
 		requeue = entrypointPendingRecheck
 	}
-	return ctrl.Result{RequeueAfter: max(requeue, time.Second)}, entrypoint.Ready(), nil
+	return ctrl.Result{RequeueAfter: max(requeue, time.Second)}, ep.Ready(), nil
 }
 
 func (r *Reconciler) ensureNamespace(ctx context.Context, name string) error {
@@ -316,11 +317,11 @@ func (r *Reconciler) ensureNamespace(ctx context.Context, name string) error {
 // reconcileCertificates keeps every certificate Secret current. It returns
 // the earliest renewal time and the PEM of the certificates the proxy-server
 // mounts.
-func (r *Reconciler) reconcileCertificates(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfiguration, rd *render, ca *certs.CA, entrypoint Entrypoint) (time.Time, [][]byte, error) {
+func (r *Reconciler) reconcileCertificates(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfiguration, rd *render, ca *certs.CA, ep entrypoint.Entrypoint) (time.Time, [][]byte, error) {
 	now := r.Clock.Now()
 	renewAt := now.Add(certs.LeafValidity)
 	var mounted [][]byte
-	desired := desiredCertificates(mpc, entrypoint.SANs)
+	desired := desiredCertificates(mpc, ep.SANs)
 	for _, c := range desired {
 		certPEM, err := r.ensureCertificate(ctx, mpc, rd, ca, c, now)
 		if err != nil {
@@ -337,9 +338,9 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, mpc *proxyv1alph
 		if c.mountedByServer {
 			mounted = append(mounted, certPEM)
 		}
-		if c.condition == proxyv1alpha1.ConditionTypeAgentServerSecretSigned && !entrypoint.Ready() {
+		if c.condition == proxyv1alpha1.ConditionTypeAgentServerSecretSigned && !ep.Ready() {
 			r.setCondition(mpc, c.condition, metav1.ConditionFalse, ReasonEntrypointPending,
-				entrypoint.Pending+"; the certificate is reissued with that address once it is known")
+				ep.Pending+"; the certificate is reissued with that address once it is known")
 			continue
 		}
 		r.setCondition(mpc, c.condition, metav1.ConditionTrue, proxyv1alpha1.ReasonSuccessfullySigned,

@@ -18,29 +18,6 @@ import (
 	"open-cluster-management.io/cluster-proxy/pkg/generated/clientset/versioned"
 )
 
-// Names the addon-manager uses for what a client needs, and the defaults of
-// the ManagedProxyConfiguration fields they come from.
-const (
-	// CASecretName is the Secret, in the proxy-server namespace, that holds
-	// the CA certificate of the proxy-servers under the key CASecretKey.
-	CASecretName = "proxy-server-ca"
-	// CASecretKey is the key of the CA certificate in CASecretName.
-	CASecretKey = "ca.crt"
-	// ProxyServerPort is the port of the in-cluster proxy-server Service that
-	// clients dial.
-	ProxyServerPort = 8090
-
-	// DefaultProxyServerNamespace is spec.proxyServer.namespace when unset.
-	DefaultProxyServerNamespace = "open-cluster-management-cluster-proxy"
-	// DefaultInClusterServiceName is spec.proxyServer.inClusterServiceName
-	// when unset.
-	DefaultInClusterServiceName = "proxy-entrypoint"
-	// DefaultProxyClientSecretName is
-	// spec.authentication.dump.secrets.signingProxyClientSecretName when
-	// unset.
-	DefaultProxyClientSecretName = "proxy-client"
-)
-
 // NewTLSConfig returns the client side of the proxy-server's mutual TLS: it
 // trusts only the CA certificates in caPEM, presents the client certificate
 // certPEM with its private key keyPEM, and verifies that the proxy-server's
@@ -66,7 +43,7 @@ func NewTLSConfig(caPEM, certPEM, keyPEM []byte, serverName string) (*tls.Config
 }
 
 // TLSConfigFromSecrets reads, in the proxy-server namespace of mpc, the CA
-// Secret (CASecretName) and the proxy-client Secret the addon-manager writes,
+// Secret (proxyv1alpha1.CASecretName) and the proxy-client Secret the addon-manager writes,
 // and returns the TLS configuration of a proxy-server client: the result of
 // NewTLSConfig with the server name "<inClusterServiceName>.<namespace>",
 // which every proxy-server certificate carries whatever address the client
@@ -75,19 +52,17 @@ func TLSConfigFromSecrets(ctx context.Context, kubeClient kubernetes.Interface, 
 	if mpc == nil {
 		return nil, errors.New("failed to build the proxy-server TLS configuration: the ManagedProxyConfiguration is nil")
 	}
-	namespace := proxyServerNamespace(mpc)
-	caSecret, err := kubeClient.CoreV1().Secrets(namespace).Get(ctx, CASecretName, metav1.GetOptions{})
+	mpc = defaulted(mpc)
+	namespace := mpc.Spec.ProxyServer.Namespace
+	caSecret, err := kubeClient.CoreV1().Secrets(namespace).Get(ctx, proxyv1alpha1.CASecretName, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("failed to get Secret %s/%s: %w", namespace, CASecretName, err)
+		return nil, fmt.Errorf("failed to get Secret %s/%s: %w", namespace, proxyv1alpha1.CASecretName, err)
 	}
-	caPEM, err := secretValue(caSecret, CASecretKey)
+	caPEM, err := secretValue(caSecret, proxyv1alpha1.CASecretKey)
 	if err != nil {
 		return nil, err
 	}
 	clientSecretName := mpc.Spec.Authentication.Dump.Secrets.SigningProxyClientSecretName
-	if clientSecretName == "" {
-		clientSecretName = DefaultProxyClientSecretName
-	}
 	clientSecret, err := kubeClient.CoreV1().Secrets(namespace).Get(ctx, clientSecretName, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("failed to get Secret %s/%s: %w", namespace, clientSecretName, err)
@@ -102,7 +77,7 @@ func TLSConfigFromSecrets(ctx context.Context, kubeClient kubernetes.Interface, 
 	}
 	cfg, err := NewTLSConfig(caPEM, certPEM, keyPEM, ProxyServerName(mpc))
 	if err != nil {
-		return nil, fmt.Errorf("failed to use Secrets %s/%s and %s/%s: %w", namespace, CASecretName, namespace, clientSecretName, err)
+		return nil, fmt.Errorf("failed to use Secrets %s/%s and %s/%s: %w", namespace, proxyv1alpha1.CASecretName, namespace, clientSecretName, err)
 	}
 	return cfg, nil
 }
@@ -130,26 +105,22 @@ func TLSConfigForHub(ctx context.Context, hubConfig *rest.Config, mpcName string
 // ProxyServerName is the name the proxy-server certificates of mpc are
 // verified against: "<inClusterServiceName>.<namespace>".
 func ProxyServerName(mpc *proxyv1alpha1.ManagedProxyConfiguration) string {
-	service := mpc.Spec.ProxyServer.InClusterServiceName
-	if service == "" {
-		service = DefaultInClusterServiceName
-	}
-	return service + "." + proxyServerNamespace(mpc)
+	mpc = defaulted(mpc)
+	return mpc.Spec.ProxyServer.InClusterServiceName + "." + mpc.Spec.ProxyServer.Namespace
 }
 
 // ProxyServerAddress is the in-cluster address of the proxy-servers of mpc,
 // "<inClusterServiceName>.<namespace>:8090", for clients that run in the hub
 // cluster. Clients outside it dial whatever exposes that Service to them.
 func ProxyServerAddress(mpc *proxyv1alpha1.ManagedProxyConfiguration) string {
-	return net.JoinHostPort(ProxyServerName(mpc), strconv.Itoa(ProxyServerPort))
+	return net.JoinHostPort(ProxyServerName(mpc), strconv.Itoa(int(proxyv1alpha1.ProxyServerPort)))
 }
 
-// proxyServerNamespace is spec.proxyServer.namespace with its default.
-func proxyServerNamespace(mpc *proxyv1alpha1.ManagedProxyConfiguration) string {
-	if ns := mpc.Spec.ProxyServer.Namespace; ns != "" {
-		return ns
-	}
-	return DefaultProxyServerNamespace
+// defaulted returns a copy of mpc with the API defaults of unset fields.
+func defaulted(mpc *proxyv1alpha1.ManagedProxyConfiguration) *proxyv1alpha1.ManagedProxyConfiguration {
+	mpc = mpc.DeepCopy()
+	mpc.Default()
+	return mpc
 }
 
 // secretValue returns the non-empty value of key in secret.

@@ -52,8 +52,8 @@ func TestTLSConfigFromSecrets(t *testing.T) {
 	pki := newTestPKI(t)
 	caSecret := func(ns string) *corev1.Secret {
 		return &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: CASecretName},
-			Data:       map[string][]byte{CASecretKey: pki.caPEM},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: proxyv1alpha1.CASecretName},
+			Data:       map[string][]byte{proxyv1alpha1.CASecretKey: pki.caPEM},
 		}
 	}
 	clientSecret := func(ns, name string) *corev1.Secret {
@@ -80,7 +80,7 @@ func TestTLSConfigFromSecrets(t *testing.T) {
 		{
 			name:           "defaults",
 			mpc:            &proxyv1alpha1.ManagedProxyConfiguration{},
-			objects:        []runtime.Object{caSecret(DefaultProxyServerNamespace), clientSecret(DefaultProxyServerNamespace, DefaultProxyClientSecretName)},
+			objects:        []runtime.Object{caSecret(proxyv1alpha1.DefaultProxyServerNamespace), clientSecret(proxyv1alpha1.DefaultProxyServerNamespace, proxyv1alpha1.DefaultProxyClientSecretName)},
 			wantServerName: "proxy-entrypoint.open-cluster-management-cluster-proxy",
 		},
 		{
@@ -99,7 +99,7 @@ func TestTLSConfigFromSecrets(t *testing.T) {
 		{
 			name:         "client Secret in another namespace",
 			mpc:          customMPC,
-			objects:      []runtime.Object{caSecret("proxy"), clientSecret(DefaultProxyServerNamespace, "my-client")},
+			objects:      []runtime.Object{caSecret("proxy"), clientSecret(proxyv1alpha1.DefaultProxyServerNamespace, "my-client")},
 			wantErr:      "failed to get Secret proxy/my-client",
 			wantNotFound: true,
 		},

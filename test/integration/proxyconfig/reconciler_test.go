@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/entrypoint"
 	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
@@ -357,10 +358,10 @@ var _ = Describe("A LoadBalancerService entrypoint", Label("proxyconfig", "loadb
 		Eventually(func() []string {
 			return sans(getLeaf(ctx, ns, "agent-server").cert)
 		}).WithContext(ctx).WithTimeout(timeout).Should(ContainElement("only-host.example.com"))
-		entrypoint, err := proxyconfig.ResolveEntrypoint(ctx, k8sClient, getMPC(ctx, name))
+		ep, err := entrypoint.Resolve(ctx, k8sClient, getMPC(ctx, name))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(entrypoint.Host).To(Equal("only-host.example.com"))
-		Expect(entrypoint.Port).To(BeEquivalentTo(443))
+		Expect(ep.Host).To(Equal("only-host.example.com"))
+		Expect(ep.Port).To(BeEquivalentTo(443))
 
 		By("annotation changes are kept in sync, including removals")
 		updateMPC(ctx, name, func(mpc *proxyv1alpha1.ManagedProxyConfiguration) {

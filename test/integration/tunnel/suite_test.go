@@ -134,8 +134,8 @@ func writeHubSecrets(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfigu
 	_, err = kubeClient.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	Expect(err).NotTo(HaveOccurred())
 	_, err = kubeClient.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: client.CASecretName},
-		Data:       map[string][]byte{client.CASecretKey: pki.CA.CertPEM},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: proxyv1alpha1.CASecretName},
+		Data:       map[string][]byte{proxyv1alpha1.CASecretKey: pki.CA.CertPEM},
 	}, metav1.CreateOptions{})
 	Expect(err).NotTo(HaveOccurred())
 	_, err = kubeClient.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{

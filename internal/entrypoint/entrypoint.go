@@ -1,4 +1,8 @@
-package proxyconfig
+// Package entrypoint works out where proxy-agents reach the proxy-servers
+// of a ManagedProxyConfiguration. The MPC reconciler uses it for the
+// agent-server certificate's names; the agent addon for the address it gives
+// every agent.
+package entrypoint
 
 import (
 	"context"
@@ -11,9 +15,6 @@ import (
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
-
-// DefaultEntrypointPort is the port agents dial when the entrypoint sets none.
-const DefaultEntrypointPort int32 = 8091
 
 // Entrypoint is where proxy-agents reach the proxy-servers.
 type Entrypoint struct {
@@ -35,19 +36,18 @@ type Entrypoint struct {
 // Ready reports whether agents can be told where to connect.
 func (e Entrypoint) Ready() bool { return e.Pending == "" }
 
-// ResolveEntrypoint works out where agents reach the proxy-servers of mpc.
+// Resolve works out where agents reach the proxy-servers of mpc.
 // For a LoadBalancerService entrypoint it reads the Service's ingress: every
 // IP and host name there is returned in SANs and the first becomes Host.
-func ResolveEntrypoint(ctx context.Context, c client.Reader, mpc *proxyv1alpha1.ManagedProxyConfiguration) (Entrypoint, error) {
+func Resolve(ctx context.Context, c client.Reader, mpc *proxyv1alpha1.ManagedProxyConfiguration) (Entrypoint, error) {
+	mpc = mpc.DeepCopy()
+	mpc.Default()
 	server := mpc.Spec.ProxyServer
 	ep := server.Entrypoint
 	if ep == nil {
-		return Entrypoint{Host: server.InClusterServiceName + "." + server.Namespace, Port: DefaultEntrypointPort}, nil
+		return Entrypoint{Host: server.InClusterServiceName + "." + server.Namespace, Port: proxyv1alpha1.DefaultEntrypointPort}, nil
 	}
 	port := ep.Port
-	if port == 0 {
-		port = DefaultEntrypointPort
-	}
 	switch ep.Type {
 	case proxyv1alpha1.EntryPointTypeHostname:
 		if ep.Hostname == nil || ep.Hostname.Value == "" {
@@ -57,7 +57,7 @@ func ResolveEntrypoint(ctx context.Context, c client.Reader, mpc *proxyv1alpha1.
 	case proxyv1alpha1.EntryPointTypePortForward:
 		return Entrypoint{Host: "127.0.0.1", Port: port, PortForward: true}, nil
 	case proxyv1alpha1.EntryPointTypeLoadBalancerService:
-		name := loadBalancerServiceName(mpc)
+		name := mpc.LoadBalancerServiceName()
 		svc := &corev1.Service{}
 		err := c.Get(ctx, types.NamespacedName{Namespace: server.Namespace, Name: name}, svc)
 		if apierrors.IsNotFound(err) {
@@ -83,12 +83,4 @@ func ResolveEntrypoint(ctx context.Context, c client.Reader, mpc *proxyv1alpha1.
 	default:
 		return Entrypoint{}, fmt.Errorf("unknown entrypoint type %q", ep.Type)
 	}
-}
-
-func loadBalancerServiceName(mpc *proxyv1alpha1.ManagedProxyConfiguration) string {
-	ep := mpc.Spec.ProxyServer.Entrypoint
-	if ep != nil && ep.LoadBalancerService != nil && ep.LoadBalancerService.Name != "" {
-		return ep.LoadBalancerService.Name
-	}
-	return "proxy-agent-entrypoint"
 }
