@@ -4,17 +4,14 @@
 package main
 
 import (
-	"os"
+	"context"
 
-	"k8s.io/klog/v2"
-
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel"
 )
 
 func main() {
-	if err := tunnel.NewAgentCommand().Execute(); err != nil {
-		klog.ErrorS(err, "proxy-agent failed")
-		klog.Flush()
-		os.Exit(1)
-	}
+	opts := tunnel.NewAgentOptions()
+	command.Execute(command.New("proxy-agent", "konnectivity proxy-agent (managed cluster)", opts,
+		func(ctx context.Context) error { return tunnel.RunAgent(ctx, opts) }))
 }

@@ -3,17 +3,14 @@
 package main
 
 import (
-	"os"
+	"context"
 
-	"k8s.io/klog/v2"
-
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel"
 )
 
 func main() {
-	if err := tunnel.NewServerCommand().Execute(); err != nil {
-		klog.ErrorS(err, "proxy-server failed")
-		klog.Flush()
-		os.Exit(1)
-	}
+	opts := tunnel.NewServerOptions()
+	command.Execute(command.New("proxy-server", "konnectivity proxy-server (hub)", opts,
+		func(ctx context.Context) error { return tunnel.RunServer(ctx, opts) }))
 }

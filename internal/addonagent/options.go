@@ -11,15 +11,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -72,7 +72,7 @@ func NewOptions() *Options {
 // AddFlags binds the options to flags.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.HubKubeconfig, "hub-kubeconfig", o.HubKubeconfig, "Path to the addon-agent's hub kubeconfig.")
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to the managed cluster kubeconfig; empty means in-cluster.")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to the managed cluster kubeconfig; empty means in-cluster (or $KUBECONFIG).")
 	fs.StringVar(&o.ClusterName, "cluster-name", o.ClusterName, "Name of this managed cluster on the hub.")
 	fs.StringVar(&o.ProxyServerNamespace, "proxy-server-namespace", o.ProxyServerNamespace, "Hub namespace of the proxy-servers.")
 	fs.BoolVar(&o.EnablePortForwardProxy, "enable-port-forward-proxy", o.EnablePortForwardProxy, "Relay the proxy-agent's connections through the hub kube-apiserver's port-forwarding.")
@@ -86,10 +86,30 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Complete fills in the pod namespace from the environment.
-func (o *Options) Complete() {
+func (o *Options) Complete() error {
 	if o.PodNamespace == "" {
 		o.PodNamespace = os.Getenv("POD_NAMESPACE")
 	}
+	return nil
+}
+
+// Log writes the effective options.
+func (o *Options) Log(log logr.Logger) {
+	log.Info("addon-agent options",
+		"cluster", o.ClusterName,
+		"podNamespace", o.PodNamespace,
+		"hubKubeconfig", o.HubKubeconfig,
+		"kubeconfig", o.Kubeconfig,
+		"proxyServerNamespace", o.ProxyServerNamespace,
+		"enablePortForwardProxy", o.EnablePortForwardProxy,
+		"portForwardProxyPort", o.PortForwardProxyPort,
+		"portForwardTargetPort", o.PortForwardTargetPort,
+		"enableProxyAgentHealthCheck", o.EnableProxyAgentHealthCheck,
+		"proxyAgentReadyURL", o.ProxyAgentReadyURL,
+		"healthBindAddress", o.HealthBindAddress,
+		"certificateFiles", o.CertificateFiles,
+		"leaseDuration", o.LeaseDuration,
+	)
 }
 
 // Validate reports every invalid option, naming its flag.
@@ -120,11 +140,11 @@ func (o *Options) Validate() error {
 
 // Run runs the addon-agent until ctx is done. The options must be validated.
 func Run(ctx context.Context, o *Options) error {
-	managedConfig, err := loadConfig(o.Kubeconfig)
+	managedConfig, err := kubeconfig.Load(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	hubConfig, err := loadConfig(o.HubKubeconfig)
+	hubConfig, err := kubeconfig.Load(o.HubKubeconfig)
 	if err != nil {
 		return err
 	}
@@ -159,7 +179,7 @@ func Run(ctx context.Context, o *Options) error {
 		health.Checks["port forward proxy readiness"] = relay.Ready
 	}
 
-	klog.FromContext(ctx).Info("starting the addon-agent", "cluster", o.ClusterName, "namespace", o.PodNamespace, "portForward", o.EnablePortForwardProxy)
+	klog.FromContext(ctx).Info("starting the addon-agent")
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { updater.Run(ctx); return nil })
 	g.Go(func() error { return health.Run(ctx) })
@@ -167,19 +187,4 @@ func Run(ctx context.Context, o *Options) error {
 		g.Go(func() error { return relay.Run(ctx) })
 	}
 	return g.Wait()
-}
-
-func loadConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("failed to load the in-cluster configuration: %w", err)
-		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		return nil, fmt.Errorf("failed to load kubeconfig %s: %w", path, err)
-	}
-	return cfg, nil
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	addonframework "open-cluster-management.io/addon-framework/pkg/addonmanager"
 	"open-cluster-management.io/addon-framework/pkg/utils"
@@ -23,11 +24,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
+	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
@@ -46,11 +47,16 @@ func NewScheme() (*runtime.Scheme, error) {
 	return scheme, nil
 }
 
-// Run runs the addon-manager against the hub at cfg until ctx is done. The
-// options must be validated.
-func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
-	log := logf.FromContext(ctx)
-	o.Log(log)
+// Run runs the addon-manager against the hub of o.Kubeconfig until ctx is
+// done. The options must be validated.
+func Run(ctx context.Context, o *Options) error {
+	log := klog.FromContext(ctx)
+	// controller-runtime's own components log through its global logger.
+	ctrl.SetLogger(log)
+	cfg, err := kubeconfig.Load(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
 	mgr, err := NewManager(ctx, cfg, o)
 	if err != nil {
 		return err
@@ -91,7 +97,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 		// Leader election yields the lease on shutdown so a standby takes
 		// over at once.
 		LeaderElectionReleaseOnCancel: true,
-		Logger:                        logf.FromContext(ctx),
+		Logger:                        klog.FromContext(ctx),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the controller manager: %w", err)
@@ -162,7 +168,7 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 		return fmt.Errorf("failed to create an addon client: %w", err)
 	}
 	registration := &agentaddon.Registration{CA: ca, Clock: clock.RealClock{}}
-	csrs := &agentaddon.CSRController{Client: mgr.GetClient(), KubeClient: kubeClient, Registration: registration}
+	csrs := &agentaddon.CSRController{Client: mgr.GetClient(), KubeClient: kubeClient, Registration: registration, Recorder: mgr.GetEventRecorder(LeaderElectionID)}
 	if err := csrs.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("failed to set up the certificate request controller: %w", err)
 	}

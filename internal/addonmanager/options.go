@@ -26,9 +26,18 @@ const PodNamespaceEnv = "POD_NAMESPACE"
 // LeaderElectionID is the lease name used for leader election.
 const LeaderElectionID = "cluster-proxy-addon-manager"
 
-// FeatureClusterProfile publishes access to managed clusters in
-// ClusterProfile objects (multicluster.x-k8s.io).
+// FeatureClusterProfile will publish access to managed clusters in
+// ClusterProfile objects (multicluster.x-k8s.io). It is not implemented in
+// this version: Validate refuses it on.
 const FeatureClusterProfile featuregate.Feature = "ClusterProfile"
+
+// Refusals of knobs whose behaviour is not built yet. Each names its flag.
+var (
+	// ErrServiceProxyNotAvailable refuses --enable-service-proxy=true.
+	ErrServiceProxyNotAvailable = errors.New("--enable-service-proxy=true: the service-proxy is not available in this version of cluster-proxy (the /cluster-proxy binary is not built yet); leave it false")
+	// ErrClusterProfileNotAvailable refuses --feature-gates=ClusterProfile=true.
+	ErrClusterProfileNotAvailable = errors.New("--feature-gates=ClusterProfile=true: the ClusterProfile feature is not implemented in this version of cluster-proxy; leave it false")
+)
 
 // Options are the addon-manager's settings. Create them with NewOptions,
 // bind flags with AddFlags, then call Complete and Validate.
@@ -50,7 +59,9 @@ type Options struct {
 	// EnableKubeAPIProxy registers the host=<cluster> agent identifiers
 	// that route to each managed cluster's kube-apiserver.
 	EnableKubeAPIProxy bool
-	// EnableServiceProxy deploys the service-proxy on managed clusters.
+	// EnableServiceProxy will deploy the service-proxy on managed clusters;
+	// refused until the service-proxy exists (the existing addon defaults it
+	// to true, we default it to false until then).
 	EnableServiceProxy bool
 	// EnableNetworkPolicies deploys NetworkPolicies with the agents.
 	EnableNetworkPolicies bool
@@ -79,7 +90,7 @@ func NewOptions() *Options {
 		SignerSecretName:       "cluster-proxy-signer",
 		AgentImageName:         version.DefaultImage(),
 		EnableKubeAPIProxy:     true,
-		EnableServiceProxy:     true,
+		EnableServiceProxy:     false,
 		AgentInstallNamespace:  "open-cluster-management-cluster-proxy",
 		ImagePullPolicy:        string(corev1.PullIfNotPresent),
 		FeatureGates:           gates,
@@ -96,7 +107,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.SignerSecretName, "signer-secret-name", o.SignerSecretName, "Name of the Secret holding the cluster-proxy CA (keys ca.crt, ca.key); created when missing.")
 	fs.StringVar(&o.AgentImageName, "agent-image-name", o.AgentImageName, "Image of the addon-agent and service-proxy containers on managed clusters.")
 	fs.BoolVar(&o.EnableKubeAPIProxy, "enable-kube-api-proxy", o.EnableKubeAPIProxy, "Route host=<cluster> to each managed cluster's kube-apiserver.")
-	fs.BoolVar(&o.EnableServiceProxy, "enable-service-proxy", o.EnableServiceProxy, "Deploy the service-proxy on managed clusters.")
+	fs.BoolVar(&o.EnableServiceProxy, "enable-service-proxy", o.EnableServiceProxy, "Deploy the service-proxy on managed clusters (not available in this version: true is refused).")
 	fs.BoolVar(&o.EnableNetworkPolicies, "enable-network-policies", o.EnableNetworkPolicies, "Deploy NetworkPolicies with the agents on managed clusters.")
 	fs.StringVar(&o.AgentInstallNamespace, "agent-install-namespace", o.AgentInstallNamespace, "Default namespace of the agents on managed clusters.")
 	fs.StringVar(&o.ImagePullPolicy, "image-pull-policy", o.ImagePullPolicy, "Image pull policy of the hub proxy-server: Always, IfNotPresent or Never.")
@@ -104,10 +115,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Complete fills in what flags do not carry: the pod namespace.
-func (o *Options) Complete() {
+func (o *Options) Complete() error {
 	if o.PodNamespace == "" {
 		o.PodNamespace = os.Getenv(PodNamespaceEnv)
 	}
+	return nil
 }
 
 // Validate reports every invalid option, each naming its flag.
@@ -127,6 +139,12 @@ func (o *Options) Validate() error {
 	)
 	if strings.TrimSpace(o.AgentImageName) == "" {
 		errs = append(errs, errors.New("--agent-image-name must not be empty"))
+	}
+	if o.EnableServiceProxy {
+		errs = append(errs, ErrServiceProxyNotAvailable)
+	}
+	if o.FeatureGates.Enabled(FeatureClusterProfile) {
+		errs = append(errs, ErrClusterProfileNotAvailable)
 	}
 	switch corev1.PullPolicy(o.ImagePullPolicy) {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -156,6 +174,7 @@ func validateName(flag, value string, validate func(string) []string) error {
 // Log writes the effective options.
 func (o *Options) Log(log logr.Logger) {
 	log.Info("addon-manager options",
+		"kubeconfig", o.Kubeconfig,
 		"podNamespace", o.PodNamespace,
 		"metricsBindAddress", o.MetricsBindAddress,
 		"healthProbeBindAddress", o.HealthProbeBindAddress,

@@ -21,10 +21,11 @@ func TestOptionsDefaultsAndFlags(t *testing.T) {
 		"signer-secret-namespace":   "default",
 		"signer-secret-name":        "cluster-proxy-signer",
 		"enable-kube-api-proxy":     "true",
-		"enable-service-proxy":      "true",
-		"enable-network-policies":   "false",
-		"agent-install-namespace":   "open-cluster-management-cluster-proxy",
-		"image-pull-policy":         "IfNotPresent",
+		// true in the existing addon; false until the service-proxy exists.
+		"enable-service-proxy":    "false",
+		"enable-network-policies": "false",
+		"agent-install-namespace": "open-cluster-management-cluster-proxy",
+		"image-pull-policy":       "IfNotPresent",
 	} {
 		f := fs.Lookup(flag)
 		g.Expect(f).NotTo(BeNil(), "flag --%s", flag)
@@ -43,7 +44,7 @@ func TestOptionsComplete(t *testing.T) {
 	g := NewWithT(t)
 	t.Setenv(PodNamespaceEnv, "from-env")
 	o := NewOptions()
-	o.Complete()
+	g.Expect(o.Complete()).To(Succeed())
 	g.Expect(o.PodNamespace).To(Equal("from-env"))
 }
 
@@ -64,6 +65,20 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "bad agent namespace", change: func(o *Options) { o.AgentInstallNamespace = "a.b" }, wantErr: []string{"--agent-install-namespace"}},
 		{name: "empty agent image", change: func(o *Options) { o.AgentImageName = " " }, wantErr: []string{"--agent-image-name must not be empty"}},
 		{name: "bad pull policy", change: func(o *Options) { o.ImagePullPolicy = "Sometimes" }, wantErr: []string{`invalid --image-pull-policy "Sometimes": must be Always, IfNotPresent or Never`}},
+		{
+			name:    "service-proxy is not available yet",
+			change:  func(o *Options) { o.EnableServiceProxy = true },
+			wantErr: []string{"--enable-service-proxy=true: the service-proxy is not available in this version"},
+		},
+		{
+			name: "ClusterProfile is not implemented yet",
+			change: func(o *Options) {
+				if err := o.FeatureGates.Set("ClusterProfile=true"); err != nil {
+					panic(err)
+				}
+			},
+			wantErr: []string{"--feature-gates=ClusterProfile=true: the ClusterProfile feature is not implemented"},
+		},
 		{
 			name:    "every problem is reported at once",
 			change:  func(o *Options) { o.PodNamespace, o.ImagePullPolicy = "", "x" },

@@ -27,7 +27,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
@@ -139,7 +138,7 @@ func (r *Reconciler) enqueueAllFor(match func(client.Object) bool) handler.MapFu
 		}
 		list := &proxyv1alpha1.ManagedProxyConfigurationList{}
 		if err := r.Client.List(ctx, list); err != nil {
-			logf.FromContext(ctx).Error(err, "failed to list ManagedProxyConfigurations")
+			klog.FromContext(ctx).Error(err, "failed to list ManagedProxyConfigurations")
 			return nil
 		}
 		reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -189,7 +188,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		// Owner references make the garbage collector remove what we created.
 		return ctrl.Result{}, nil
 	}
-	ctx = logf.IntoContext(ctx, logf.FromContext(ctx).WithValues("managedProxyConfiguration", mpc.Name))
+	ctx = klog.NewContext(ctx, klog.FromContext(ctx).WithValues("managedProxyConfiguration", klog.KObj(mpc)))
 
 	before := mpc.DeepCopy()
 	var complete bool
@@ -237,7 +236,7 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 	if err := r.ensureNamespace(ctx, mpc.Spec.ProxyServer.Namespace); err != nil {
 		// Often a namespace still terminating: retry at a steady pace rather
 		// than with a growing backoff, so recovery is prompt.
-		logf.FromContext(ctx).Error(err, "proxy-server namespace unavailable; retrying", "after", waitRecheck)
+		klog.FromContext(ctx).Error(err, "proxy-server namespace unavailable; retrying", "after", waitRecheck)
 		r.setDeployed(mpc, metav1.ConditionFalse, ReasonNamespaceUnavailable, err.Error())
 		return ctrl.Result{RequeueAfter: waitRecheck}, false, nil
 	}
@@ -369,7 +368,7 @@ func (r *Reconciler) ensureCertificate(ctx context.Context, mpc *proxyv1alpha1.M
 		if err != nil {
 			return nil, fmt.Errorf("failed to issue the certificate of secret %s: %w", c.secretName, err)
 		}
-		logf.FromContext(ctx).Info("issuing certificate", "secret", klog.KRef(rd.namespace(), c.secretName), "why", why)
+		klog.FromContext(ctx).Info("issuing certificate", "secret", klog.KRef(rd.namespace(), c.secretName), "reason", why)
 		r.event(mpc, corev1.EventTypeNormal, "CertificateIssued", fmt.Sprintf("issued the certificate in secret %s/%s: %s", rd.namespace(), c.secretName, why))
 	}
 	if err := r.apply(ctx, mpc, rd.tlsSecret(c.secretName, certPEM, keyPEM, ca.CertPEM)); err != nil {

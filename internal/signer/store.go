@@ -11,9 +11,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
 )
@@ -57,7 +57,7 @@ func (s *Store) LoadOrCreate(ctx context.Context) (*certs.CA, error) {
 	}
 	switch err := s.Client.Create(ctx, secret); {
 	case err == nil:
-		logf.FromContext(ctx).Info("created certificate authority", "secret", client.ObjectKeyFromObject(secret))
+		klog.FromContext(ctx).Info("created certificate authority", "secret", klog.KObj(secret))
 		return ca, nil
 	case apierrors.IsAlreadyExists(err):
 		// Another manager won the race: use its CA.

@@ -1,53 +1,75 @@
 // Package tunnel wires the konnectivity (apiserver-network-proxy) proxy-server
-// and proxy-agent that carry cluster-proxy's reverse tunnels. The commands it
-// builds accept the flags of ANP's own binaries, with the same names,
-// defaults and meaning, so manifests written for either run unchanged.
+// and proxy-agent that carry cluster-proxy's reverse tunnels. Their options
+// accept the flags of ANP's own binaries, with the same names, defaults and
+// meaning, so manifests written for either run unchanged.
 package tunnel
 
 import (
-	"flag"
+	"context"
 
-	"github.com/spf13/cobra"
-	"k8s.io/klog/v2"
+	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
 	agentapp "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app"
 	agentoptions "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app/options"
 	serverapp "sigs.k8s.io/apiserver-network-proxy/cmd/server/app"
 	serveroptions "sigs.k8s.io/apiserver-network-proxy/cmd/server/app/options"
-	"sigs.k8s.io/apiserver-network-proxy/pkg/util"
 )
 
-// defaultVerbosity is the klog verbosity ANP's binaries start with.
-const defaultVerbosity = "4"
-
-// NewServerCommand returns the proxy-server command with ANP's proxy-server
-// flags and klog's flags.
-func NewServerCommand() *cobra.Command {
-	opts := serveroptions.NewProxyRunOptions()
-	cmd := serverapp.NewProxyCommand(&serverapp.Proxy{}, opts)
-	cmd.Flags().AddFlagSet(opts.Flags())
-	addKlogFlags(cmd)
-	return cmd
+// ServerOptions are the proxy-server's options: ANP's proxy-server flags.
+type ServerOptions struct {
+	anp *serveroptions.ProxyRunOptions
 }
 
-// NewAgentCommand returns the proxy-agent command with ANP's proxy-agent
-// flags and klog's flags.
-func NewAgentCommand() *cobra.Command {
-	opts := agentoptions.NewGrpcProxyAgentOptions()
-	cmd := agentapp.NewAgentCommand(&agentapp.Agent{}, opts)
-	cmd.Flags().AddFlagSet(opts.Flags())
-	addKlogFlags(cmd)
-	return cmd
+// NewServerOptions returns ANP's proxy-server defaults.
+func NewServerOptions() *ServerOptions {
+	return &ServerOptions{anp: serveroptions.NewProxyRunOptions()}
 }
 
-// addKlogFlags registers klog's flags on cmd under ANP's normalised names
-// (dashes, not underscores) with ANP's default verbosity.
-func addKlogFlags(cmd *cobra.Command) {
-	fs := flag.NewFlagSet(cmd.Name(), flag.ContinueOnError)
-	klog.InitFlags(fs)
-	// Setting a registered flag to a valid integer cannot fail.
-	_ = fs.Set("v", defaultVerbosity)
-	fs.VisitAll(func(f *flag.Flag) {
-		f.Name = util.Normalize(f.Name)
-		cmd.Flags().AddGoFlag(f)
-	})
+// AddFlags binds ANP's proxy-server flags.
+func (o *ServerOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.anp.Flags()) }
+
+// Complete has nothing to fill in.
+func (o *ServerOptions) Complete() error { return nil }
+
+// Validate applies ANP's proxy-server validation.
+func (o *ServerOptions) Validate() error { return o.anp.Validate() }
+
+// Log leaves the effective options to ANP, whose server prints every one of
+// them when it starts.
+func (o *ServerOptions) Log(logr.Logger) {}
+
+// RunServer runs the proxy-server until ctx is done.
+func RunServer(ctx context.Context, o *ServerOptions) error {
+	return (&serverapp.Proxy{}).Run(o.anp, ctx.Done())
+}
+
+// AgentOptions are the proxy-agent's options: ANP's proxy-agent flags.
+type AgentOptions struct {
+	anp *agentoptions.GrpcProxyAgentOptions
+}
+
+// NewAgentOptions returns ANP's proxy-agent defaults.
+func NewAgentOptions() *AgentOptions {
+	return &AgentOptions{anp: agentoptions.NewGrpcProxyAgentOptions()}
+}
+
+// AddFlags binds ANP's proxy-agent flags.
+func (o *AgentOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.anp.Flags()) }
+
+// Complete has nothing to fill in.
+func (o *AgentOptions) Complete() error { return nil }
+
+// Validate applies ANP's proxy-agent validation.
+func (o *AgentOptions) Validate() error { return o.anp.Validate() }
+
+// Log leaves the effective options to ANP, whose agent prints every one of
+// them when it starts.
+func (o *AgentOptions) Log(logr.Logger) {}
+
+// RunAgent runs the proxy-agent: when ctx is done (the first SIGTERM) it
+// drains, telling the proxy-servers to send it no new dials, and keeps
+// serving open connections until the process is stopped, as ANP's agent
+// does.
+func RunAgent(ctx context.Context, o *AgentOptions) error {
+	return (&agentapp.Agent{}).Run(o.anp, ctx.Done(), nil)
 }

@@ -264,7 +264,7 @@ func (d *Dialer) retire(ctx context.Context, pt *pooledTunnel, cause error) {
 	}
 	// The caller still counts as a user, so pt is closed by release.
 	d.retired[pt] = struct{}{}
-	klog.FromContext(ctx).V(2).Info("Replacing the tunnel to the proxy-server", "proxyServer", d.address, "err", cause.Error())
+	klog.FromContext(ctx).V(2).Info("replacing the tunnel to the proxy-server", "proxyServer", d.address, "err", cause.Error())
 }
 
 // closeInBackground closes pt without blocking the caller; Close waits for
