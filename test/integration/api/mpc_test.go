@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -102,6 +103,27 @@ var _ = Describe("Applying a ManagedProxyConfiguration", Label("api"), func() {
 		Expect(err).NotTo(HaveOccurred())
 		name, _, _ := unstructured.NestedString(stored.Object, "spec", "proxyServer", "entrypoint", "loadBalancerService", "name")
 		Expect(name).To(Equal("proxy-agent-entrypoint"))
+	})
+
+	It("stores what Default() fills in, so Go code reading an undefaulted object agrees with the API", func(ctx SpecContext) {
+		DeferCleanup(deleteMPC, "go-defaults")
+		obj := minimalObject("go-defaults")
+		// The optional blocks whose fields have defaults, given empty.
+		Expect(unstructured.SetNestedField(obj.Object, map[string]any{
+			"type":                "LoadBalancerService",
+			"loadBalancerService": map[string]any{},
+		}, "spec", "proxyServer", "entrypoint")).To(Succeed())
+		Expect(unstructured.SetNestedField(obj.Object, map[string]any{}, "spec", "deploy")).To(Succeed())
+		stored, err := apply(ctx, obj)
+		Expect(err).NotTo(HaveOccurred())
+		fromServer := &proxyv1alpha1.ManagedProxyConfiguration{}
+		Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(stored.Object, fromServer)).To(Succeed())
+
+		local := &proxyv1alpha1.ManagedProxyConfiguration{}
+		Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, local)).To(Succeed())
+		Expect(local.Spec).NotTo(Equal(fromServer.Spec), "the object as sent lacks the defaults")
+		local.Default()
+		Expect(local.Spec).To(Equal(fromServer.Spec))
 	})
 
 	DescribeTable("keeps every field of an object",
