@@ -34,7 +34,7 @@ const FeatureClusterProfile featuregate.Feature = "ClusterProfile"
 // Refusals of knobs whose behaviour is not built yet. Each names its flag.
 var (
 	// ErrServiceProxyNotAvailable refuses --enable-service-proxy=true.
-	ErrServiceProxyNotAvailable = errors.New("--enable-service-proxy=true: the service-proxy is not available in this version of cluster-proxy (the /cluster-proxy binary is not built yet); leave it false")
+	ErrServiceProxyNotAvailable = errors.New("--enable-service-proxy=true: the service-proxy is not available in this version of cluster-proxy; leave it false")
 	// ErrClusterProfileNotAvailable refuses --feature-gates=ClusterProfile=true.
 	ErrClusterProfileNotAvailable = errors.New("--feature-gates=ClusterProfile=true: the ClusterProfile feature is not implemented in this version of cluster-proxy; leave it false")
 )

@@ -113,7 +113,7 @@ func signalContext(parent context.Context) (ctx context.Context, stop func()) {
 	}
 }
 
-// Execute runs cmd and, when it fails, prints "<command>: <error>" to
+// Execute runs cmd and, when it fails, prints "<command path>: <error>" to
 // standard error and exits with status 1. A command with subcommands and
 // nothing to run itself prints its help and fails.
 func Execute(cmd *cobra.Command) {
@@ -125,10 +125,11 @@ func Execute(cmd *cobra.Command) {
 			return fmt.Errorf("a subcommand is required")
 		}
 	}
-	err := cmd.Execute()
+	cmd.CompletionOptions.DisableDefaultCmd = true
+	ran, err := cmd.ExecuteC()
 	klog.Flush()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", cmd.Name(), err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", ran.CommandPath(), err)
 		os.Exit(1)
 	}
 }

@@ -50,6 +50,12 @@ const (
 	CASecretKey = "ca.crt"
 )
 
+// ServiceProxyCertSecretName is the hub Secret, in the signer namespace,
+// holding the service-proxy serving certificate that the `cluster-proxy
+// controllers` command keeps fresh and the addon-manager copies to every
+// managed cluster.
+const ServiceProxyCertSecretName = "cluster-proxy-service-proxy-server-cert"
+
 // ServiceProxyHost is the host name hub clients dial, through the tunnel, to
 // reach the service-proxy of a managed cluster:
 // cluster-<first 48 hex digits of sha256(cluster)>.open-cluster-management.proxy.
