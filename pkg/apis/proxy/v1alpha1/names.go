@@ -56,6 +56,26 @@ const (
 // managed cluster.
 const ServiceProxyCertSecretName = "cluster-proxy-service-proxy-server-cert"
 
+// Headers that name the target of a request to the service-proxy. The
+// user-server sets them; the service-proxy accepts them only from callers
+// that present a client certificate issued by the cluster-proxy CA.
+const (
+	// HeaderProto is the target's scheme: http or https.
+	HeaderProto = "Cluster-Proxy-Proto"
+	// HeaderNamespace is the target Service's namespace.
+	HeaderNamespace = "Cluster-Proxy-Namespace"
+	// HeaderService is the target Service's name; kubernetes in namespace
+	// default means the cluster's kube-apiserver.
+	HeaderService = "Cluster-Proxy-Service"
+	// HeaderPort is the target Service's port.
+	HeaderPort = "Cluster-Proxy-Port"
+)
+
+// ServiceProxyPort is the port of the service-proxy on every managed
+// cluster: hub clients dial ServiceProxyHost(cluster):ServiceProxyPort
+// through the tunnel.
+const ServiceProxyPort int32 = 7443
+
 // ServiceProxyHost is the host name hub clients dial, through the tunnel, to
 // reach the service-proxy of a managed cluster:
 // cluster-<first 48 hex digits of sha256(cluster)>.open-cluster-management.proxy.
