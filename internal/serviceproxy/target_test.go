@@ -49,8 +49,12 @@ func TestResolveTarget(t *testing.T) {
 		{name: "port too large", h: headers("http", "ns", "svc", "65536"), wantHeader: proxyv1alpha1.HeaderPort, wantReason: "is not a port number"},
 		{name: "named port", h: headers("http", "ns", "svc", "web"), wantHeader: proxyv1alpha1.HeaderPort, wantReason: "is not a port number"},
 		{
-			name:       "a header given twice",
-			h:          func() http.Header { h := headers("http", "ns", "svc", "80"); h.Add(proxyv1alpha1.HeaderService, "other"); return h }(),
+			name: "a header given twice",
+			h: func() http.Header {
+				h := headers("http", "ns", "svc", "80")
+				h.Add(proxyv1alpha1.HeaderService, "other")
+				return h
+			}(),
 			wantHeader: proxyv1alpha1.HeaderService, wantReason: "given more than once",
 		},
 	}
