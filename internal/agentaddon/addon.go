@@ -28,7 +28,8 @@ const (
 	// namespace (the addon-agent's hub lease fallback).
 	AgentRoleName = "cluster-proxy-addon-agent"
 	// AgentTokenReviewClusterRoleName grants token reviews (hub
-	// authentication by the service-proxy).
+	// authentication by the service-proxy, which is not available in this
+	// version: nothing uses the grant yet).
 	AgentTokenReviewClusterRoleName = "cluster-proxy-addon-agent-tokenreview"
 )
 
@@ -71,13 +72,43 @@ type Options struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
-// New builds the cluster-proxy agent addon from the embedded chart.
+// ErrServiceProxyNotAvailable refuses the service-proxy: the cluster-proxy
+// binary has no service-proxy command yet, so the agent chart has no
+// service-proxy container.
+var ErrServiceProxyNotAvailable = errors.New("the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)")
+
+// New builds the cluster-proxy agent addon from the embedded chart. It
+// refuses Values.EnableServiceProxy with ErrServiceProxyNotAvailable.
 func New(o Options) (agent.AgentAddon, error) {
-	if o.Values == nil || o.Registration == nil || o.KubeClient == nil || o.DeploymentConfigs == nil || o.DefaultInstallNamespace == "" {
-		return nil, errors.New("agentaddon.New: Values, Registration, KubeClient, DeploymentConfigs and DefaultInstallNamespace are required")
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
+	addon, err := newFactory(o, o.Values.GetValues).BuildHelmAgentAddon()
+	if err != nil {
+		return nil, fmt.Errorf("failed to build the %s agent addon: %w", AddonName, err)
+	}
+	return addon, nil
+}
+
+// validate checks that every dependency is set and refuses what this version
+// cannot run.
+func (o Options) validate() error {
+	if o.Values == nil || o.Registration == nil || o.KubeClient == nil || o.DeploymentConfigs == nil || o.DefaultInstallNamespace == "" {
+		return errors.New("agentaddon.New: Values, Registration, KubeClient, DeploymentConfigs and DefaultInstallNamespace are required")
+	}
+	if o.Values.EnableServiceProxy {
+		return fmt.Errorf("agentaddon.New: EnableServiceProxy: %w", ErrServiceProxyNotAvailable)
+	}
+	return nil
+}
+
+// newFactory is the addon factory New builds. coreValues computes the
+// manager's core chart values (ValuesBuilder.GetValues in production; the
+// chart test passes values it chose); the AddOnDeploymentConfig's values and
+// the image registries follow it, so they win.
+func newFactory(o Options, coreValues addonfactory.GetValuesFunc) *addonfactory.AgentAddonFactory {
 	installNamespace := utils.AgentInstallNamespaceFromDeploymentConfigFunc(o.DeploymentConfigs)
-	addon, err := addonfactory.NewAgentAddonFactory(AddonName, ChartFS, ChartDir).
+	return addonfactory.NewAgentAddonFactory(AddonName, ChartFS, ChartDir).
 		WithConfigGVRs(ManagedProxyConfigurationGVR, utils.AddOnDeploymentConfigGVR).
 		WithConfigCheckEnabledOption().
 		WithAgentDeployTriggerClusterFilter(utils.ClusterImageRegistriesAnnotationChanged).
@@ -89,7 +120,7 @@ func New(o Options) (agent.AgentAddon, error) {
 			return o.DefaultInstallNamespace, nil
 		}).
 		WithGetValuesFuncs(
-			o.Values.GetValues,
+			coreValues,
 			addonfactory.GetAddOnDeploymentConfigValues(o.DeploymentConfigs,
 				addonfactory.ToAddOnCustomizedVariableValues,
 				addonfactory.ToAddOnNodePlacementValues,
@@ -104,12 +135,7 @@ func New(o Options) (agent.AgentAddon, error) {
 			Configurations:   o.Registration.Configurations,
 			PermissionConfig: permissionConfig(o.KubeClient),
 		}).
-		WithAgentHealthProber(&agent.HealthProber{Type: agent.HealthProberTypeLease}).
-		BuildHelmAgentAddon()
-	if err != nil {
-		return nil, fmt.Errorf("failed to build the %s agent addon: %w", AddonName, err)
-	}
-	return addon, nil
+		WithAgentHealthProber(&agent.HealthProber{Type: agent.HealthProberTypeLease})
 }
 
 // permissionConfig grants each cluster's addon-agent leases in its cluster

@@ -30,7 +30,7 @@ type Values struct {
 	// the addon is removed).
 	IncludeNamespaceCreation bool `json:"includeNamespaceCreation"`
 	// Registry is the registry part of the cluster-proxy image run by the
-	// addon-agent and service-proxy containers, e.g.
+	// addon-agent container, e.g.
 	// "quay.io/open-cluster-management".
 	Registry string `json:"registry,omitempty"`
 	// Image is the repository name of the cluster-proxy image, e.g.
@@ -49,11 +49,13 @@ type Values struct {
 	Replicas int32 `json:"replicas,omitempty"`
 	// AdditionalProxyAgentArgs are appended to the proxy-agent's arguments.
 	AdditionalProxyAgentArgs []string `json:"additionalProxyAgentArgs,omitempty"`
-	// AdditionalServiceProxyArgs are appended to the service-proxy's
-	// arguments.
+	// AdditionalServiceProxyArgs will be appended to the service-proxy's
+	// arguments; the chart refuses a non-empty list while the service-proxy
+	// is not available.
 	AdditionalServiceProxyArgs []string `json:"additionalServiceProxyArgs,omitempty"`
-	// AdditionalServiceCAConfigMap names a ConfigMap in the install
-	// namespace whose service-ca.crt the service-proxy also trusts.
+	// AdditionalServiceCAConfigMap will name a ConfigMap in the install
+	// namespace whose service-ca.crt the service-proxy also trusts; the chart
+	// refuses it while the service-proxy is not available.
 	AdditionalServiceCAConfigMap string `json:"additionalServiceCAConfigMap,omitempty"`
 	// AgentDeploymentAnnotations annotate the agent Deployment and its pod
 	// template (the configuration generation, so changes roll the agents).
@@ -82,18 +84,22 @@ type Values struct {
 	// EnableKubeAPIProxy registers the kube-apiserver identifiers and renders
 	// the ExternalName Service named after the cluster.
 	EnableKubeAPIProxy bool `json:"enableKubeApiProxy"`
-	// EnableServiceProxy runs the service-proxy container; it needs
-	// ServiceProxySecretCert and ServiceProxySecretKey.
+	// EnableServiceProxy is always false: the chart refuses true, the
+	// service-proxy is not available in this version
+	// (ErrServiceProxyNotAvailable).
 	EnableServiceProxy bool `json:"enableServiceProxy"`
-	// EnableImpersonation ("true" or "false") lets the service-proxy
+	// EnableImpersonation ("true" or "false") will let the service-proxy
 	// impersonate the authenticated user; empty means the chart default
-	// "true". A string, like the customizedVariable that may override it.
+	// "true", and the chart refuses "false". A string, like the
+	// customizedVariable that may override it.
 	EnableImpersonation string `json:"enableImpersonation,omitempty"`
-	// ServiceProxySecretCert is the base64 PEM serving certificate of the
-	// service-proxy.
+	// ServiceProxySecretCert will be the base64 PEM serving certificate of
+	// the service-proxy; the chart refuses it while the service-proxy is not
+	// available.
 	ServiceProxySecretCert string `json:"serviceProxySecretCert,omitempty"`
-	// ServiceProxySecretKey is the base64 PEM serving key of the
-	// service-proxy.
+	// ServiceProxySecretKey will be the base64 PEM serving key of the
+	// service-proxy; the chart refuses it while the service-proxy is not
+	// available.
 	ServiceProxySecretKey string `json:"serviceProxySecretKey,omitempty"`
 	// NodeSelector is merged into the agent pod's node selector (under the
 	// AddOnDeploymentConfig's nodePlacement, which wins per key).

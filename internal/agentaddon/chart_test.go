@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -22,14 +23,20 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 	"open-cluster-management.io/addon-framework/pkg/addonfactory"
 	"open-cluster-management.io/addon-framework/pkg/utils"
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
+
+// chartServiceProxyNotAvailable is the reason in the chart's refusals of the
+// service-proxy's values.
+const chartServiceProxyNotAvailable = "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)"
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/ from the rendered charts")
 
@@ -37,10 +44,12 @@ const (
 	chartTestCluster   = "cluster1"
 	chartTestNamespace = "open-cluster-management-cluster-proxy"
 	chartTestImage     = "quay.io/open-cluster-management/cluster-proxy:v0.1.0"
-	chartTestCAPEM     = "-----BEGIN CERTIFICATE-----\nY2x1c3Rlci1wcm94eSB0ZXN0IENB\n-----END CERTIFICATE-----\n"
-	chartTestProxyCA   = "-----BEGIN CERTIFICATE-----\ncHJveHkgQ0E=\n-----END CERTIFICATE-----"
-	chartTestDeployCfg = "deploy-config"
-	chartAgentCertName = "cluster-proxy-open-cluster-management.io-proxy-agent-signer-client-cert"
+	// chartTestDigestImage is an image by digest.
+	chartTestDigestImage = "registry.local:5000/ocm/cluster-proxy@sha256:0123"
+	chartTestCAPEM       = "-----BEGIN CERTIFICATE-----\nY2x1c3Rlci1wcm94eSB0ZXN0IENB\n-----END CERTIFICATE-----\n"
+	chartTestProxyCA     = "-----BEGIN CERTIFICATE-----\ncHJveHkgQ0E=\n-----END CERTIFICATE-----"
+	chartTestDeployCfg   = "deploy-config"
+	chartAgentCertName   = "cluster-proxy-open-cluster-management.io-proxy-agent-signer-client-cert"
 )
 
 // chartBaseValues are the values the manager computes for a cluster whose
@@ -69,12 +78,23 @@ func chartBaseValues() Values {
 	}
 }
 
-// chartWithServiceProxy turns the service proxy on with a serving
-// certificate.
-func chartWithServiceProxy(v *Values) {
-	v.EnableServiceProxy = true
-	v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString([]byte("service-proxy-cert"))
-	v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString([]byte("service-proxy-key"))
+// chartMPCReader serves one ManagedProxyConfiguration from memory: the one
+// ValuesBuilder.ImageValues reads for the proxy-agent image.
+type chartMPCReader struct {
+	mpc *proxyv1alpha1.ManagedProxyConfiguration
+}
+
+func (r chartMPCReader) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	mpc, ok := obj.(*proxyv1alpha1.ManagedProxyConfiguration)
+	if !ok || key.Name != r.mpc.Name {
+		return apierrors.NewNotFound(ManagedProxyConfigurationGVR.GroupResource(), key.Name)
+	}
+	r.mpc.DeepCopyInto(mpc)
+	return nil
+}
+
+func (r chartMPCReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("chartMPCReader does not list")
 }
 
 // chartConfigGetter serves AddOnDeploymentConfigs from memory.
@@ -93,13 +113,14 @@ type chartCase struct {
 	name string
 	// values changes the manager's values (chartBaseValues).
 	values func(*Values)
+	// rawValues are merged into the manager's values: chart values the
+	// Values struct has no field for.
+	rawValues addonfactory.Values
+	// agentImage is the manager's --agent-image-name (and the configuration's
+	// proxy-agent image); empty means chartTestImage.
+	agentImage string
 	// config is the AddOnDeploymentConfig the addon references, if any.
 	config *addonapiv1beta1.AddOnDeploymentConfig
-	// mappers turn the config into values; nil means the framework's
-	// ToAddOnDeploymentConfigValues and ToAddOnResourceRequirementsValues.
-	mappers []addonfactory.AddOnDeploymentConfigToValuesFunc
-	// extra are values functions after the AddOnDeploymentConfig's.
-	extra func(getter chartConfigGetter) []addonfactory.GetValuesFunc
 	// golden names a file in testdata/ holding the rendered objects.
 	golden string
 	// wantErr is a substring of the expected rendering error.
@@ -210,9 +231,11 @@ func chartDeploymentConfig(spec addonapiv1beta1.AddOnDeploymentConfigSpec) *addo
 	}
 }
 
-// renderChart renders the agent chart for c through the addon-framework
-// factory, as the addon-manager does (strict: a missing value is an error
-// instead of an empty string).
+// renderChart renders the agent chart for c with the addon factory
+// agentaddon.New builds (newFactory: the same mappers, image values, install
+// namespace fallback and options), the manager's core values being c's
+// instead of ValuesBuilder.GetValues'. strict turns on Helm's strict mode (a
+// missing value is an error instead of an empty string).
 func renderChart(t *testing.T, c chartCase, strict bool) ([]runtime.Object, error) {
 	t.Helper()
 	values := chartBaseValues()
@@ -223,32 +246,40 @@ func renderChart(t *testing.T, c chartCase, strict bool) ([]runtime.Object, erro
 	if c.config != nil {
 		getter[c.config.Namespace+"/"+c.config.Name] = c.config
 	}
-	mappers := c.mappers
-	if mappers == nil {
-		mappers = []addonfactory.AddOnDeploymentConfigToValuesFunc{
-			addonfactory.ToAddOnDeploymentConfigValues,
-			addonfactory.ToAddOnResourceRequirementsValues,
-		}
+	agentImage := c.agentImage
+	if agentImage == "" {
+		agentImage = chartTestImage
 	}
-	valuesFuncs := []addonfactory.GetValuesFunc{
-		func(*clusterv1.ManagedCluster, *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
-			return values.ToValues()
+	o := Options{
+		Values: &ValuesBuilder{
+			Ctx: t.Context(),
+			Client: chartMPCReader{mpc: &proxyv1alpha1.ManagedProxyConfiguration{
+				ObjectMeta: metav1.ObjectMeta{Name: proxyv1alpha1.DefaultName},
+				Spec: proxyv1alpha1.ManagedProxyConfigurationSpec{
+					ProxyAgent: proxyv1alpha1.ManagedProxyConfigurationProxyAgent{Image: agentImage},
+				},
+			}},
+			AgentImage:            agentImage,
+			EnableKubeAPIProxy:    values.EnableKubeAPIProxy,
+			EnableNetworkPolicies: values.NetworkPolicies.Enabled,
+			EnableImpersonation:   true,
 		},
-		addonfactory.GetAddOnDeploymentConfigValues(getter, mappers...),
+		Registration:            &Registration{},
+		KubeClient:              kubefake.NewClientset(),
+		DeploymentConfigs:       getter,
+		DefaultInstallNamespace: chartTestNamespace,
 	}
-	if c.extra != nil {
-		valuesFuncs = append(valuesFuncs, c.extra(getter)...)
+	if err := o.validate(); err != nil {
+		t.Fatalf("invalid options: %v", err)
 	}
-	installNamespace := utils.AgentInstallNamespaceFromDeploymentConfigFunc(getter)
-	factory := addonfactory.NewAgentAddonFactory(AddonName, ChartFS, ChartDir).
-		WithGetValuesFuncs(valuesFuncs...).
-		WithAgentInstallNamespace(func(ctx context.Context, addon *addonapiv1beta1.ManagedClusterAddOn) (string, error) {
-			ns, err := installNamespace(ctx, addon)
-			if err != nil || ns != "" {
-				return ns, err
-			}
-			return chartTestNamespace, nil
-		})
+	coreValues := func(*clusterv1.ManagedCluster, *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
+		v, err := values.ToValues()
+		if err != nil {
+			return nil, err
+		}
+		return addonfactory.MergeValues(v, c.rawValues), nil
+	}
+	factory := newFactory(o, coreValues)
 	if strict {
 		factory = factory.WithHelmEngineStrict()
 	}
@@ -321,7 +352,6 @@ func TestAgentChart(t *testing.T) {
 		{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "infra", Effect: corev1.TaintEffectNoSchedule},
 		{Key: "node-role.kubernetes.io/infra", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
 	}
-	impersonate := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"}}
 	tokenReviews := rbacv1.PolicyRule{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}
 
 	cases := []chartCase{
@@ -349,7 +379,7 @@ func TestAgentChart(t *testing.T) {
 				))
 				binding := chartFind[*rbacv1.RoleBinding](r, "cluster-proxy-addon-agent")
 				g.Expect(binding.Subjects).To(ConsistOf(rbacv1.Subject{Kind: "ServiceAccount", Name: "cluster-proxy", Namespace: chartTestNamespace}))
-				// Impersonation is on, but without the service-proxy nothing uses it.
+				// No impersonation: the service-proxy is not available.
 				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews))
 
 				d := r.deployment()
@@ -466,72 +496,19 @@ func TestAgentChart(t *testing.T) {
 			},
 		},
 		{
-			name: "service proxy with impersonation and an additional service CA",
-			values: func(v *Values) {
-				chartWithServiceProxy(v)
-				v.ServiceProxyHost = serviceProxyHost
-				v.AgentIdentifiers = defaultIdentifiers
-				v.AdditionalServiceCAConfigMap = "service-ca"
-				v.AdditionalServiceProxyArgs = []string{"--v=4"}
-			},
-			golden: "service-proxy.yaml",
+			name:   "service-proxy host given by the manager",
+			values: func(v *Values) { v.ServiceProxyHost = "sp.example" },
 			check: func(g *WithT, r chartRendered) {
-				g.Expect(r.ids()).To(ContainElement("Secret " + chartTestNamespace + "/cluster-proxy-service-proxy-server-certificates"))
-				secret := chartFind[*corev1.Secret](r, "cluster-proxy-service-proxy-server-certificates")
-				g.Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
-				g.Expect(string(secret.Data["tls.crt"])).To(Equal("service-proxy-cert"))
-				g.Expect(string(secret.Data["tls.key"])).To(Equal("service-proxy-key"))
-				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews, impersonate))
-
-				pod := r.deployment().Spec.Template.Spec
-				g.Expect(pod.HostAliases).To(Equal([]corev1.HostAlias{{IP: "127.0.0.1", Hostnames: []string{serviceProxyHost}}}))
-				g.Expect(pod.Containers).To(HaveLen(3))
-
-				sp := r.container("service-proxy")
-				g.Expect(sp.Image).To(Equal(chartTestImage))
-				g.Expect(sp.Command).To(Equal([]string{"/cluster-proxy"}))
-				g.Expect(sp.Args).To(Equal([]string{
-					"service-proxy",
-					"--cert=/server-cert/tls.crt",
-					"--key=/server-cert/tls.key",
-					"--hub-kubeconfig=/etc/kubeconfig/kubeconfig",
-					"--enable-impersonation=true",
-					"--additional-service-ca=/additional-service-ca/service-ca.crt",
-					"--v=4",
-				}))
-				g.Expect(sp.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
-				g.Expect(sp.LivenessProbe.HTTPGet.Port.IntValue()).To(Equal(8000))
-				g.Expect(sp.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
-				g.Expect(sp.ReadinessProbe.HTTPGet.Port.IntValue()).To(Equal(8000))
-				g.Expect(sp.ReadinessProbe.PeriodSeconds).To(Equal(int32(2)))
-				g.Expect(*sp.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
-				g.Expect(sp.VolumeMounts).To(ConsistOf(
-					corev1.VolumeMount{Name: "service-proxy-server-cert", MountPath: "/server-cert", ReadOnly: true},
-					corev1.VolumeMount{Name: "hub-kubeconfig", MountPath: "/etc/kubeconfig", ReadOnly: true},
-					corev1.VolumeMount{Name: "additional-service-ca", MountPath: "/additional-service-ca", ReadOnly: true},
-				))
-				g.Expect(r.volume("service-proxy-server-cert").Secret.SecretName).To(Equal("cluster-proxy-service-proxy-server-certificates"))
-				serviceCA := r.volume("additional-service-ca").ConfigMap
-				g.Expect(serviceCA.Name).To(Equal("service-ca"))
-				g.Expect(*serviceCA.Optional).To(BeTrue())
+				g.Expect(r.container("proxy-agent").Args).To(ContainElement(
+					"--agent-identifiers=host=" + chartTestCluster + "&host=" + chartTestCluster + "." + chartTestNamespace + "&host=sp.example"))
+				g.Expect(r.deployment().Spec.Template.Spec.HostAliases).To(BeEmpty())
 			},
 		},
 		{
-			name: "service proxy without impersonation or additional service CA; host derived by the chart",
-			values: func(v *Values) {
-				chartWithServiceProxy(v)
-				v.EnableImpersonation = "false"
-			},
+			name:   "agent identifiers given by the manager",
+			values: func(v *Values) { v.ServiceProxyHost, v.AgentIdentifiers = "sp.example", "host=only" },
 			check: func(g *WithT, r chartRendered) {
-				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews))
-				sp := r.container("service-proxy")
-				g.Expect(sp.Args).To(ContainElement("--enable-impersonation=false"))
-				g.Expect(sp.Args).NotTo(ContainElement(HavePrefix("--additional-service-ca")))
-				g.Expect(r.volume("additional-service-ca")).To(BeNil())
-				// The chart's derivation matches the Go one.
-				g.Expect(r.deployment().Spec.Template.Spec.HostAliases).To(Equal(
-					[]corev1.HostAlias{{IP: "127.0.0.1", Hostnames: []string{serviceProxyHost}}}))
-				g.Expect(r.container("proxy-agent").Args).To(ContainElement("--agent-identifiers=" + defaultIdentifiers))
+				g.Expect(r.container("proxy-agent").Args).To(ContainElement("--agent-identifiers=host=only"))
 			},
 		},
 		{
@@ -550,7 +527,7 @@ func TestAgentChart(t *testing.T) {
 			},
 		},
 		{
-			name:   "network policy without service proxy",
+			name:   "network policy",
 			values: func(v *Values) { v.NetworkPolicies.Enabled = true; v.ServiceEntryPointPort = 9443 },
 			check: func(g *WithT, r chartRendered) {
 				np := chartFind[*networkingv1.NetworkPolicy](r, "cluster-proxy-proxy-agent-network-policy")
@@ -569,19 +546,15 @@ func TestAgentChart(t *testing.T) {
 			},
 		},
 		{
-			name: "network policy with service proxy allows all egress",
+			// The manager always sends global.imageOverrides (ImageValues),
+			// so the chart's own registry/image/tag and proxyAgentImage
+			// fallbacks never decide the images.
+			name:       "images by digest",
+			agentImage: chartTestDigestImage,
 			values: func(v *Values) {
-				v.NetworkPolicies.Enabled = true
-				chartWithServiceProxy(v)
+				v.Registry, v.Image, v.Tag = SplitImage(chartTestDigestImage)
+				v.ProxyAgentImage = chartTestDigestImage
 			},
-			check: func(g *WithT, r chartRendered) {
-				np := chartFind[*networkingv1.NetworkPolicy](r, "cluster-proxy-proxy-agent-network-policy")
-				g.Expect(np.Spec.Egress).To(Equal([]networkingv1.NetworkPolicyEgressRule{{}}))
-			},
-		},
-		{
-			name:   "image by digest and proxy-agent image defaulting to the agent image",
-			values: func(v *Values) { v.Registry, v.Tag, v.ProxyAgentImage = "registry.local:5000/ocm", "@sha256:0123", "" },
 			check: func(g *WithT, r chartRendered) {
 				g.Expect(r.container("addon-agent").Image).To(Equal("registry.local:5000/ocm/cluster-proxy@sha256:0123"))
 				g.Expect(r.container("proxy-agent").Image).To(Equal("registry.local:5000/ocm/cluster-proxy@sha256:0123"))
@@ -663,16 +636,23 @@ func TestAgentChart(t *testing.T) {
 				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{
 					{Name: "serviceDomain", Value: "cluster.example"},
 					{Name: "replicas", Value: "5"},
-					{Name: "enableImpersonation", Value: "false"},
-					{Name: "additionalServiceProxyArgs", Value: "--v=6"},
+					{Name: "enableImpersonation", Value: "TRUE"},
+					{Name: "additionalProxyAgentArgs", Value: "--v=6"},
 				},
 			}),
-			values: chartWithServiceProxy,
 			check: func(g *WithT, r chartRendered) {
 				g.Expect(chartFind[*corev1.Service](r, chartTestCluster).Spec.ExternalName).To(Equal("kubernetes.default.cluster.example"))
 				g.Expect(*r.deployment().Spec.Replicas).To(Equal(int32(5)))
 				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews))
-				g.Expect(r.container("service-proxy").Args).To(ContainElements("--enable-impersonation=false", "--v=6"))
+				g.Expect(r.container("proxy-agent").Args).To(HaveExactElements(
+					"--proxy-server-host=proxy-entrypoint."+chartTestNamespace,
+					"--proxy-server-port=8091",
+					"--agent-identifiers="+defaultIdentifiers,
+					"--ca-cert=/etc/ca/ca.crt",
+					"--agent-cert=/etc/tls/tls.crt",
+					"--agent-key=/etc/tls/tls.key",
+					"--v=6",
+				))
 			},
 		},
 		{
@@ -700,18 +680,15 @@ func TestAgentChart(t *testing.T) {
 					},
 				},
 			}),
-			values: chartWithServiceProxy,
 			golden: "resource-requirements.yaml",
 			check: func(g *WithT, r chartRendered) {
 				g.Expect(r.container("proxy-agent").Resources).To(Equal(corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 				}))
-				for _, name := range []string{"addon-agent", "service-proxy"} {
-					g.Expect(r.container(name).Resources).To(Equal(corev1.ResourceRequirements{
-						Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
-					}), name)
-				}
+				g.Expect(r.container("addon-agent").Resources).To(Equal(corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+				}))
 			},
 		},
 		{
@@ -741,7 +718,7 @@ func TestAgentChart(t *testing.T) {
 			},
 		},
 		{
-			name: "AddOnDeploymentConfig through the framework's global.* mappers and image overrides",
+			name: "AddOnDeploymentConfig: customizedVariables, nodePlacement, proxyConfig, resourceRequirements and registries together",
 			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
 				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "serviceDomain", Value: "cluster.example"}},
 				NodePlacement: &addonapiv1beta1.NodePlacement{
@@ -757,18 +734,6 @@ func TestAgentChart(t *testing.T) {
 				}},
 				Registries: []addonapiv1beta1.ImageMirror{{Source: "quay.io/open-cluster-management", Mirror: "mirror.local/ocm"}},
 			}),
-			mappers: []addonfactory.AddOnDeploymentConfigToValuesFunc{
-				addonfactory.ToAddOnCustomizedVariableValues,
-				addonfactory.ToAddOnNodePlacementValues,
-				addonfactory.ToAddOnProxyConfigValues,
-				addonfactory.ToAddOnResourceRequirementsValues,
-			},
-			extra: func(getter chartConfigGetter) []addonfactory.GetValuesFunc {
-				return []addonfactory.GetValuesFunc{
-					addonfactory.GetAgentImageValues(getter, "global.imageOverrides.agentImage", chartTestImage),
-					addonfactory.GetAgentImageValues(getter, "global.imageOverrides.proxyAgentImage", chartTestImage),
-				}
-			},
 			check: func(g *WithT, r chartRendered) {
 				pod := r.deployment().Spec.Template.Spec
 				g.Expect(pod.NodeSelector).To(Equal(map[string]string{"zone": "a"}))
@@ -789,7 +754,11 @@ func TestAgentChart(t *testing.T) {
 			},
 		},
 		{
-			name: "AddOnDeploymentConfig through both mapper families at once: no duplicates",
+			// The chart also reads the spellings of the framework's other
+			// mapper, ToAddOnDeploymentConfigValues (NodeSelector,
+			// Tolerations, HTTPProxy, ...), which the manager does not use:
+			// given both, it renders each setting once.
+			name: "AddOnDeploymentConfig with ToAddOnDeploymentConfigValues' spellings too: no duplicates",
 			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
 				NodePlacement: &addonapiv1beta1.NodePlacement{
 					NodeSelector: map[string]string{"zone": "a"},
@@ -797,10 +766,10 @@ func TestAgentChart(t *testing.T) {
 				},
 				ProxyConfig: addonapiv1beta1.ProxyConfig{HTTPProxy: "http://proxy.example.com:3128"},
 			}),
-			mappers: []addonfactory.AddOnDeploymentConfigToValuesFunc{
-				addonfactory.ToAddOnDeploymentConfigValues,
-				addonfactory.ToAddOnNodePlacementValues,
-				addonfactory.ToAddOnProxyConfigValues,
+			rawValues: addonfactory.Values{
+				"NodeSelector": map[string]any{"zone": "a"},
+				"Tolerations":  []any{map[string]any{"key": "infra", "operator": "Exists"}},
+				"HTTPProxy":    "http://proxy.example.com:3128",
 			},
 			check: func(g *WithT, r chartRendered) {
 				pod := r.deployment().Spec.Template.Spec
@@ -824,20 +793,69 @@ func TestAgentChart(t *testing.T) {
 			wantErr: "base64EncodedCAData is required",
 		},
 		{
-			name:    "service proxy without its certificate fails",
+			name: "invalid resourceRequirements regex fails",
+			rawValues: addonfactory.Values{"global": map[string]any{"resourceRequirements": []any{
+				map[string]any{"containerIDRegex": "([", "resources": map[string]any{}},
+			}}},
+			wantErr: "error parsing regexp",
+		},
+		// The service-proxy is not available in this version: the chart
+		// refuses every value that would switch it on or configure it,
+		// naming the value, whoever sets it.
+		{
+			name:    "service proxy refused",
 			values:  func(v *Values) { v.EnableServiceProxy = true },
-			wantErr: "serviceProxySecretCert is required",
+			wantErr: "enableServiceProxy: " + chartServiceProxyNotAvailable + "; leave it false",
 		},
 		{
-			name: "invalid resourceRequirements regex fails",
-			extra: func(chartConfigGetter) []addonfactory.GetValuesFunc {
-				return []addonfactory.GetValuesFunc{func(*clusterv1.ManagedCluster, *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
-					return addonfactory.Values{"global": map[string]any{"resourceRequirements": []any{
-						map[string]any{"containerIDRegex": "([", "resources": map[string]any{}},
-					}}}, nil
-				}}
+			name: "service proxy refused from an AddOnDeploymentConfig",
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "enableServiceProxy", Value: "True"}},
+			}),
+			wantErr: "enableServiceProxy: " + chartServiceProxyNotAvailable,
+		},
+		{
+			name:    "service-proxy arguments from the configuration refused",
+			values:  func(v *Values) { v.AdditionalServiceProxyArgs = []string{"--v=4"} },
+			wantErr: "additionalServiceProxyArgs (ManagedProxyConfiguration spec.proxyAgent.additionalServiceProxyArgs): only the service-proxy reads it, and " + chartServiceProxyNotAvailable + "; leave it empty",
+		},
+		{
+			name: "service-proxy arguments from an AddOnDeploymentConfig refused",
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "additionalServiceProxyArgs", Value: "--v=6"}},
+			}),
+			wantErr: "additionalServiceProxyArgs (ManagedProxyConfiguration spec.proxyAgent.additionalServiceProxyArgs): only the service-proxy reads it",
+		},
+		{
+			name:    "service-proxy CA ConfigMap refused",
+			values:  func(v *Values) { v.AdditionalServiceCAConfigMap = "service-ca" },
+			wantErr: "additionalServiceCAConfigMap (ManagedProxyConfiguration spec.proxyAgent.additionalServiceCAConfigMap): only the service-proxy reads it, and " + chartServiceProxyNotAvailable,
+		},
+		{
+			name: "service-proxy certificate refused",
+			values: func(v *Values) {
+				v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString([]byte("service-proxy-cert"))
 			},
-			wantErr: "error parsing regexp",
+			wantErr: "serviceProxySecretCert: only the service-proxy reads it, and " + chartServiceProxyNotAvailable,
+		},
+		{
+			name: "service-proxy key refused",
+			values: func(v *Values) {
+				v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString([]byte("service-proxy-key"))
+			},
+			wantErr: "serviceProxySecretKey: only the service-proxy reads it, and " + chartServiceProxyNotAvailable,
+		},
+		{
+			name:    "impersonation off refused",
+			values:  func(v *Values) { v.EnableImpersonation = "false" },
+			wantErr: "enableImpersonation: false is not supported",
+		},
+		{
+			name: "impersonation off refused from an AddOnDeploymentConfig",
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "enableImpersonation", Value: "false"}},
+			}),
+			wantErr: "enableImpersonation: false is not supported",
 		},
 	}
 
@@ -938,4 +956,47 @@ func TestValuesToValues(t *testing.T) {
 		"enableServiceProxy":       false,
 		"networkPolicies":          map[string]any{"enabled": false},
 	}))
+}
+
+// TestServiceProxyRefused: the service-proxy is not available in this
+// version, so EnableServiceProxy is refused wherever it enters, with an error
+// naming it (what the golden service-proxy render used to pin).
+func TestServiceProxyRefused(t *testing.T) {
+	options := func() Options {
+		return Options{
+			Values:                  &ValuesBuilder{Ctx: t.Context(), AgentImage: chartTestImage, EnableServiceProxy: true},
+			Registration:            &Registration{},
+			KubeClient:              kubefake.NewClientset(),
+			DeploymentConfigs:       chartConfigGetter{},
+			DefaultInstallNamespace: chartTestNamespace,
+		}
+	}
+	for _, c := range []struct {
+		name string
+		run  func() error
+	}{
+		{name: "agentaddon.New", run: func() error {
+			_, err := New(options())
+			return err
+		}},
+		{name: "ValuesBuilder.GetValues", run: func() error {
+			_, err := options().Values.GetValues(chartManagedCluster(), chartAddon(nil))
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewWithT(t)
+			err := c.run()
+			g.Expect(err).To(MatchError(ErrServiceProxyNotAvailable))
+			g.Expect(err).To(MatchError(ContainSubstring("EnableServiceProxy: " + chartServiceProxyNotAvailable)))
+		})
+	}
+
+	t.Run("agentaddon.New without it", func(t *testing.T) {
+		g := NewWithT(t)
+		o := options()
+		o.Values.EnableServiceProxy = false
+		_, err := New(o)
+		g.Expect(err).NotTo(HaveOccurred())
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"open-cluster-management.io/addon-framework/pkg/addonfactory"
 	"open-cluster-management.io/addon-framework/pkg/utils"
@@ -15,21 +14,14 @@ import (
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
+	"open-cluster-management.io/cluster-proxy/internal/entrypoint"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
 // Paths inside the agent pod.
 const (
 	hubKubeconfigPath = "/etc/kubeconfig/kubeconfig"
-	// ServiceProxyCertSecretName is the hub Secret (in the signer namespace)
-	// holding the service-proxy serving certificate copied to every cluster.
-	ServiceProxyCertSecretName = "cluster-proxy-service-proxy-server-cert"
 )
-
-// addonagentDefaultTargetPort is the proxy-server container's agent port
-// when the configuration's deploy.ports does not set one.
-const addonagentDefaultTargetPort = 8091
 
 // ValuesBuilder computes the agent chart values of one managed cluster from
 // the ManagedProxyConfiguration its addon references.
@@ -39,36 +31,44 @@ type ValuesBuilder struct {
 	Ctx context.Context
 	// Client reads ManagedProxyConfigurations and Services on the hub.
 	Client client.Reader
-	// SecretReader reads the service-proxy certificate Secret, which the
-	// addon-manager does not own (use an uncached reader).
+	// SecretReader will read the service-proxy certificate Secret; unused
+	// while the service-proxy is not available (EnableServiceProxy is
+	// refused).
 	SecretReader client.Reader
 	// CA provides the CA certificate the agents trust.
 	CA CALoader
-	// AgentImage is the image of the addon-agent and service-proxy.
+	// AgentImage is the image of the addon-agent.
 	AgentImage string
-	// SignerNamespace holds the service-proxy certificate Secret.
+	// SignerNamespace will hold the service-proxy certificate Secret; unused
+	// while the service-proxy is not available.
 	SignerNamespace string
-	// EnableKubeAPIProxy, EnableServiceProxy, EnableNetworkPolicies and
-	// EnableImpersonation switch the optional parts of the agent.
+	// EnableKubeAPIProxy, EnableNetworkPolicies and EnableImpersonation
+	// switch the optional parts of the agent. EnableServiceProxy is refused
+	// (ErrServiceProxyNotAvailable): the service-proxy is not available in
+	// this version.
 	EnableKubeAPIProxy, EnableServiceProxy, EnableNetworkPolicies, EnableImpersonation bool
 }
 
 // GetValues is an addonfactory.GetValuesFunc: the core values of the agent
 // chart for cluster. It fails, leaving the addon unrendered, when the
-// configuration's entrypoint is not ready yet.
+// configuration's entrypoint is not ready yet, and refuses EnableServiceProxy
+// (ErrServiceProxyNotAvailable).
 func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
+	if b.EnableServiceProxy {
+		return nil, fmt.Errorf("EnableServiceProxy: %w", ErrServiceProxyNotAvailable)
+	}
 	ctx := b.Ctx
 	mpc, err := b.configuration(cluster, addon)
 	if err != nil {
 		return nil, err
 	}
 	name := mpc.Name
-	entrypoint, err := proxyconfig.ResolveEntrypoint(ctx, b.Client, mpc)
+	ep, err := entrypoint.Resolve(ctx, b.Client, mpc)
 	if err != nil {
 		return nil, err
 	}
-	if !entrypoint.Ready() {
-		return nil, fmt.Errorf("ManagedProxyConfiguration %s: entrypoint not ready: %s", name, entrypoint.Pending)
+	if !ep.Ready() {
+		return nil, fmt.Errorf("ManagedProxyConfiguration %s: entrypoint not ready: %s", name, ep.Pending)
 	}
 	ca, err := b.CA.LoadOrCreate(ctx)
 	if err != nil {
@@ -84,14 +84,11 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 		"--cluster-name=" + cluster.Name,
 		"--proxy-server-namespace=" + mpc.Spec.ProxyServer.Namespace,
 	}
-	if entrypoint.PortForward {
-		agentPort := int32(addonagentDefaultTargetPort)
-		if d := mpc.Spec.Deploy; d != nil && d.Ports.AgentServer != 0 {
-			agentPort = d.Ports.AgentServer
-		}
+	if ep.PortForward {
+		agentPort := mpc.DeployPorts().AgentServer
 		addonAgentArgs = append(addonAgentArgs,
 			"--enable-port-forward-proxy=true",
-			"--port-forward-proxy-port="+strconv.Itoa(int(entrypoint.Port)),
+			"--port-forward-proxy-port="+strconv.Itoa(int(ep.Port)),
 			"--port-forward-target-port="+strconv.Itoa(int(agentPort)))
 	}
 
@@ -110,8 +107,8 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 			proxyv1alpha1.AnnotationConfigurationGeneration: strconv.FormatInt(mpc.Generation, 10),
 		},
 		AddonAgentArgs:        addonAgentArgs,
-		ServiceEntryPoint:     entrypoint.Host,
-		ServiceEntryPointPort: entrypoint.Port,
+		ServiceEntryPoint:     ep.Host,
+		ServiceEntryPointPort: ep.Port,
 		ServiceProxyHost:      proxyv1alpha1.ServiceProxyHost(cluster.Name),
 		Base64EncodedCAData:   base64.StdEncoding.EncodeToString(ca.CertPEM),
 		EnableKubeAPIProxy:    b.EnableKubeAPIProxy,
@@ -121,14 +118,6 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 	// The chart derives the agent identifiers from the cluster name and the
 	// actual install namespace (an AddOnDeploymentConfig may change it).
 	v.NetworkPolicies.Enabled = b.EnableNetworkPolicies
-	if b.EnableServiceProxy {
-		secret := &corev1.Secret{}
-		if err := b.SecretReader.Get(ctx, types.NamespacedName{Namespace: b.SignerNamespace, Name: ServiceProxyCertSecretName}, secret); err != nil {
-			return nil, fmt.Errorf("service-proxy is enabled but its certificate Secret %s/%s is not readable: %w", b.SignerNamespace, ServiceProxyCertSecretName, err)
-		}
-		v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString(secret.Data[corev1.TLSCertKey])
-		v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString(secret.Data[corev1.TLSPrivateKeyKey])
-	}
 	return v.ToValues()
 }
 

@@ -46,21 +46,33 @@ cluster-proxy-agent.kubeApiProxyEnabled: "true" when enableKubeApiProxy is on.
 {{- end -}}
 
 {{/*
-cluster-proxy-agent.serviceProxyEnabled: "true" when enableServiceProxy is on.
+cluster-proxy-agent.validate fails the render, naming the value, on the
+values of the service-proxy: the cluster-proxy binary has no service-proxy
+command yet, so the chart has no service-proxy container and
+refuses the values that would switch it on or configure it rather than
+accept them and do nothing. enableImpersonation is refused only when false:
+the service-proxy, once available, always impersonates.
 */}}
-{{- define "cluster-proxy-agent.serviceProxyEnabled" -}}
-{{- include "cluster-proxy-agent.isTrue" (index .Values "enableServiceProxy") -}}
+{{- define "cluster-proxy-agent.validate" -}}
+{{- $unavailable := "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)" -}}
+{{- if eq (include "cluster-proxy-agent.isTrue" (index .Values "enableServiceProxy")) "true" -}}
+{{- fail (printf "enableServiceProxy: %s; leave it false" $unavailable) -}}
 {{- end -}}
-
-{{/*
-cluster-proxy-agent.impersonationEnabled: "true" when the service-proxy runs
-and enableImpersonation is on.
-*/}}
-{{- define "cluster-proxy-agent.impersonationEnabled" -}}
-{{- if eq (include "cluster-proxy-agent.serviceProxyEnabled" .) "true" -}}
-{{- include "cluster-proxy-agent.isTrue" (index .Values "enableImpersonation") -}}
-{{- else -}}
-false
+{{- if include "cluster-proxy-agent.argList" (index .Values "additionalServiceProxyArgs") | trim -}}
+{{- fail (printf "additionalServiceProxyArgs (ManagedProxyConfiguration spec.proxyAgent.additionalServiceProxyArgs): only the service-proxy reads it, and %s; leave it empty" $unavailable) -}}
+{{- end -}}
+{{- if index .Values "additionalServiceCAConfigMap" | default "" | toString -}}
+{{- fail (printf "additionalServiceCAConfigMap (ManagedProxyConfiguration spec.proxyAgent.additionalServiceCAConfigMap): only the service-proxy reads it, and %s; leave it empty" $unavailable) -}}
+{{- end -}}
+{{- range $name := list "serviceProxySecretCert" "serviceProxySecretKey" -}}
+{{- if index $.Values $name | default "" | toString -}}
+{{- fail (printf "%s: only the service-proxy reads it, and %s; leave it empty" $name $unavailable) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey .Values.AsMap "enableImpersonation" -}}
+{{- if ne (include "cluster-proxy-agent.isTrue" (index .Values "enableImpersonation")) "true" -}}
+{{- fail "enableImpersonation: false is not supported: the service-proxy, once available, always impersonates users (remove the value or set it to true)" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -88,8 +100,8 @@ proxy.open-cluster-management.io/component-name: proxy-agent
 {{- end -}}
 
 {{/*
-cluster-proxy-agent.agentImage: image of the addon-agent and service-proxy
-containers: global.imageOverrides.agentImage, else
+cluster-proxy-agent.agentImage: image of the addon-agent container:
+global.imageOverrides.agentImage, else
 <registry>/<image>:<tag> (<registry>/<image>@<digest> for a tag starting
 with "@").
 */}}
