@@ -49,8 +49,7 @@ tag is a digest.
 
 {{/*
 cluster-proxy.image is the main cluster-proxy image: <registry>/<image>:<tag>
-(the addon-manager, user-server, and the addon-agent and service-proxy on
-managed clusters).
+(the addon-manager, and the addon-agent on managed clusters).
 */}}
 {{- define "cluster-proxy.image" -}}
 {{- $registry := .Values.registry | trimSuffix "/" -}}
@@ -82,24 +81,6 @@ ManagedProxyConfiguration) into the same namespace.
 */}}
 {{- define "cluster-proxy.managerServiceAccountName" -}}
 cluster-proxy-addon-manager
-{{- end -}}
-
-{{/*
-cluster-proxy.userName names the user-server's Deployment, Service,
-ServiceAccount and RBAC.
-*/}}
-{{- define "cluster-proxy.userName" -}}
-cluster-proxy-addon-user
-{{- end -}}
-
-{{/*
-cluster-proxy.userDeploymentEnabled is "true" when Deployment
-cluster-proxy-addon-user runs: for the user-server (userServer.enabled)
-and/or for the service-proxy certificate controller (enableServiceProxy),
-else empty.
-*/}}
-{{- define "cluster-proxy.userDeploymentEnabled" -}}
-{{- if or .Values.userServer.enabled .Values.enableServiceProxy -}}true{{- end -}}
 {{- end -}}
 
 {{/*
@@ -177,11 +158,35 @@ tolerations:
 
 {{/*
 cluster-proxy.validate fails the render on values the schema cannot express,
-each message naming the value and what to do.
+each message naming the value and what to do. It also refuses the values of
+parts this version does not ship (the cluster-proxy binary has no user-server
+or service-proxy command yet; the addon-manager has no ClusterProfile
+support): a value that is accepted must do what it says, so they fail the
+install rather than deploy nothing or a container that cannot start.
 */}}
 {{- define "cluster-proxy.validate" -}}
+{{- $userServer := "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)" -}}
+{{- $serviceProxy := "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)" -}}
+{{- if .Values.userServer.enabled -}}
+{{- fail (printf "userServer.enabled: %s; leave it false" $userServer) -}}
+{{- end -}}
+{{- if .Values.userServer.additionalSANs -}}
+{{- fail (printf "userServer.additionalSANs: only the user-server's serving certificate uses it, and %s; leave it empty" $userServer) -}}
+{{- end -}}
+{{- if .Values.exposedServices -}}
+{{- fail (printf "exposedServices: only the user-server reads it, and %s; leave it empty" $userServer) -}}
+{{- end -}}
+{{- if ne .Values.exposedServicesConfigMapName "cluster-proxy-exposed-services" -}}
+{{- fail (printf "exposedServicesConfigMapName: only the user-server reads it, and %s; leave it at cluster-proxy-exposed-services" $userServer) -}}
+{{- end -}}
+{{- if .Values.enableServiceProxy -}}
+{{- fail (printf "enableServiceProxy: %s; leave it false" $serviceProxy) -}}
+{{- end -}}
+{{- if .Values.featureGates.clusterProfile -}}
+{{- fail "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false" -}}
+{{- end -}}
 {{- if not .Values.enableImpersonation -}}
-{{- fail "enableImpersonation: false is not supported: this version of the addon-manager always lets the service-proxy impersonate users (remove the value or set it to true)" -}}
+{{- fail "enableImpersonation: false is not supported: the service-proxy, once available, always impersonates users (remove the value or set it to true)" -}}
 {{- end -}}
 {{- if and .Values.installByPlacement.placementNamespace (not .Values.installByPlacement.placementName) -}}
 {{- fail "installByPlacement.placementNamespace is set without installByPlacement.placementName: name the Placement too, or unset the namespace" -}}

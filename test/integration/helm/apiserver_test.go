@@ -195,7 +195,8 @@ var _ = Describe("The default render on a hub kube-apiserver", Ordered, Label("h
 		Expect(opts.Validate()).To(Succeed())
 		Expect(opts.LeaderElect).To(BeTrue())
 
-		mgrCtx, cancel := context.WithCancel(logf.IntoContext(context.Background(), logf.Log.WithName("addon-manager")))
+		// The manager outlives the spec body: it stops in DeferCleanup.
+		mgrCtx, cancel := context.WithCancel(logf.IntoContext(context.WithoutCancel(ctx), logf.Log.WithName("addon-manager")))
 		mgr, err := addonmanager.NewManager(mgrCtx, hub.asManager(), opts)
 		Expect(err).NotTo(HaveOccurred())
 		done := make(chan struct{})
@@ -284,18 +285,7 @@ var _ = Describe("The default render on a hub kube-apiserver", Ordered, Label("h
 	})
 
 	It("accepts the renders of the other profiles", func(ctx SpecContext) {
-		for _, profile := range [][]string{
-			{"--set", "proxyServer.entrypointAddress=proxy.hub.example.com,proxyServer.port=443"},
-			{"--set", "proxyServer.entrypointLoadBalancer=true"},
-			{"--set", "installByPlacement.placementName=mine"},
-			{
-				"--set", "userServer.enabled=true,enableServiceProxy=true,networkPolicies.enabled=true,replicas=2",
-				"--set", "userServer.additionalSANs={proxy.apps.example.com}",
-				"--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s","port":9091,"protocol":"https"}]`,
-				"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
-				"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
-			},
-		} {
+		for _, profile := range acceptedProfiles[1:] {
 			By(strings.Join(profile, " "))
 			hub.apply(ctx, mustRender(ctx, profile...))
 		}

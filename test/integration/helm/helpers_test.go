@@ -115,12 +115,3 @@ func containerNamed(d *appsv1.Deployment, name string) corev1.Container {
 	Expect(name).To(BeEmpty(), "container %s of Deployment %s not found", name, d.Name)
 	return corev1.Container{}
 }
-
-// containerNames lists a pod template's containers.
-func containerNames(d *appsv1.Deployment) []string {
-	var names []string
-	for _, c := range d.Spec.Template.Spec.Containers {
-		names = append(names, c.Name)
-	}
-	return names
-}

@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -98,18 +99,18 @@ var _ = Describe("Installing the chart with the Helm CLI", Ordered, Label("helm"
 
 	It("upgrades to other values", func(ctx SpecContext) {
 		_, err := helmAt(ctx, "upgrade", releaseName, chartDir,
-			"--set", "userServer.enabled=true,proxyServer.entrypointAddress=proxy.hub.example.com,installByPlacement.placementName=mine")
+			"--set", "networkPolicies.enabled=true,proxyServer.entrypointAddress=proxy.hub.example.com,installByPlacement.placementName=mine")
 		Expect(err).NotTo(HaveOccurred())
 		s := status(ctx)
 		Expect(s.Info.Status).To(Equal("deployed"))
 		Expect(s.Version).To(Equal(2))
 
-		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-user", &appsv1.Deployment{})).To(Succeed())
-		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-user", &corev1.Service{})).To(Succeed())
+		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-manager", &networkingv1.NetworkPolicy{})).To(Succeed())
+		Expect(exists(ctx, releaseNamespace, "cluster-proxy-proxy-server", &networkingv1.NetworkPolicy{})).To(Succeed())
 		mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
 		Expect(exists(ctx, "", proxyv1alpha1.DefaultName, mpc)).To(Succeed())
 		Expect(mpc.Spec.ProxyServer.Entrypoint.Type).To(Equal(proxyv1alpha1.EntryPointTypeHostname))
-		Expect(mpc.Spec.UserServer).NotTo(BeNil())
+		Expect(mpc.Spec.UserServer).To(BeNil())
 		Expect(apierrors.IsNotFound(exists(ctx, releaseNamespace, "cluster-proxy-placement", &clusterv1beta1.Placement{}))).To(BeTrue(),
 			"the chart's own Placement goes when a Placement is given")
 	})
@@ -122,6 +123,21 @@ var _ = Describe("Installing the chart with the Helm CLI", Ordered, Label("helm"
 		Expect(s.Version).To(Equal(2))
 	})
 
+	It("refuses an upgrade to a part this version does not ship, naming the value, leaving the release as it was", func(ctx SpecContext) {
+		for _, c := range []struct{ set, want string }{
+			{"userServer.enabled=true", "userServer.enabled: " + userServerNotBuilt},
+			{"enableServiceProxy=true", "enableServiceProxy: " + serviceProxyNotBuilt},
+			{"featureGates.clusterProfile=true", "featureGates.clusterProfile: the ClusterProfile feature is not available"},
+		} {
+			_, err := helmAt(ctx, "upgrade", releaseName, chartDir, "--reuse-values", "--set", c.set)
+			Expect(err).To(MatchError(ContainSubstring(c.want)), c.set)
+			s := status(ctx)
+			Expect(s.Info.Status).To(Equal("deployed"), c.set)
+			Expect(s.Version).To(Equal(2), c.set)
+		}
+		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-user", &appsv1.Deployment{})).To(Satisfy(apierrors.IsNotFound))
+	})
+
 	It("uninstalls, keeping the CRD", func(ctx SpecContext) {
 		_, err := helmAt(ctx, "uninstall", releaseName)
 		Expect(err).NotTo(HaveOccurred())
@@ -130,7 +146,7 @@ var _ = Describe("Installing the chart with the Helm CLI", Ordered, Label("helm"
 			obj             client.Object
 		}{
 			{releaseNamespace, "cluster-proxy-addon-manager", &appsv1.Deployment{}},
-			{releaseNamespace, "cluster-proxy-addon-user", &appsv1.Deployment{}},
+			{releaseNamespace, "cluster-proxy-addon-manager", &networkingv1.NetworkPolicy{}},
 			{"", "open-cluster-management:cluster-proxy:addon-manager", &rbacv1.ClusterRole{}},
 			{"", "cluster-proxy", &addonapiv1beta1.ClusterManagementAddOn{}},
 			{"", proxyv1alpha1.DefaultName, &proxyv1alpha1.ManagedProxyConfiguration{}},

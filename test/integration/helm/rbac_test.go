@@ -148,11 +148,7 @@ func managerRBAC(objs rendered) (cluster, namespaced []rbacv1.PolicyRule) {
 var _ = Describe("The addon-manager's RBAC", Label("helm", "static"), func() {
 	It("grants exactly the rules generated from the code's markers, whatever the values", func(ctx SpecContext) {
 		wantCluster, wantNamespaced := generatedRBAC()
-		for _, profile := range [][]string{
-			nil,
-			{"--set", "userServer.enabled=true,enableServiceProxy=true,networkPolicies.enabled=true,proxyServer.entrypointLoadBalancer=true"},
-			{"--set", "installByPlacement.placementName=mine,featureGates.clusterProfile=true"},
-		} {
+		for _, profile := range acceptedProfiles {
 			gotCluster, gotNamespaced := managerRBAC(mustRender(ctx, profile...))
 			missing, extra := diffGrants(grants(wantCluster), grants(gotCluster))
 			Expect(missing).To(BeEmpty(), "templates/clusterrole.yaml lacks rules of config/rbac/role.yaml's ClusterRole (profile %v)", profile)

@@ -1,6 +1,8 @@
 package helm_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -13,7 +15,6 @@ import (
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
-	"sigs.k8s.io/yaml"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
@@ -30,10 +31,48 @@ const (
 	mpcKey            = "ManagedProxyConfiguration/cluster-proxy"
 	placementKey      = "Placement/" + releaseNamespace + "/cluster-proxy-placement"
 	bindingKey        = "ManagedClusterSetBinding/" + releaseNamespace + "/global"
-	userDeployment    = "Deployment/" + releaseNamespace + "/cluster-proxy-addon-user"
-	userService       = "Service/" + releaseNamespace + "/cluster-proxy-addon-user"
-	exposedConfigMap  = "ConfigMap/" + releaseNamespace + "/cluster-proxy-exposed-services"
 )
+
+// Why the chart refuses the values of the parts this version does not ship.
+const (
+	userServerNotBuilt   = "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)"
+	serviceProxyNotBuilt = "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)"
+)
+
+// acceptedProfiles are value profiles that render, the defaults first;
+// between them they set every value the chart accepts to something other
+// than its default, enableImpersonation aside (only its default is
+// accepted; the refused values are in the "refuses bad values" table).
+// Lint, RBAC and the API server specs run them all.
+var acceptedProfiles = [][]string{
+	nil,
+	{"--set", "proxyServer.entrypointAddress=proxy.hub.example.com,proxyServer.port=443"},
+	{"--set", "proxyServer.entrypointLoadBalancer=true,proxyServer.imagePullPolicy=Never"},
+	{"--set", "installByPlacement.placementName=mine,installByPlacement.placementNamespace=placements"},
+	{
+		"--set", "networkPolicies.enabled=true,enableKubeApiProxy=false,replicas=2,spokeAddonNamespace=proxy-agents",
+		"--set", "registry=mirror.example.com/ocm,image=proxy,tag=v9.9.9,imagePullPolicy=Always",
+		"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent,enableImpersonation=true",
+		"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
+		"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
+		"--set-json", `resources={"requests":{"cpu":"100m"},"limits":{"memory":"1Gi"}}`,
+	},
+}
+
+// shippedBinaries are the binaries of the cluster-proxy image: /<name> for
+// each directory cmd/<name> (hack/build.sh).
+func shippedBinaries() []string {
+	entries, err := os.ReadDir(filepath.Join(repoRoot, "cmd"))
+	Expect(err).NotTo(HaveOccurred())
+	var binaries []string
+	for _, e := range entries {
+		if e.IsDir() {
+			binaries = append(binaries, "/"+e.Name())
+		}
+	}
+	Expect(binaries).To(ContainElement("/manager"))
+	return binaries
+}
 
 // defaultImage is the main image with the default tag, v<appVersion>.
 func defaultImage() string {
@@ -58,18 +97,33 @@ func (r rendered) managerArgs() []string {
 
 var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 	It("lints cleanly with --strict, with the default values and every profile", func(ctx SpecContext) {
-		for _, profile := range [][]string{
-			nil,
-			{"--set", "proxyServer.entrypointAddress=proxy.hub.example.com"},
-			{"--set", "proxyServer.entrypointLoadBalancer=true"},
-			{"--set", "userServer.enabled=true,enableServiceProxy=true", "--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus"}]`},
-			{"--set", "installByPlacement.placementName=mine"},
-			{"--set", "networkPolicies.enabled=true,userServer.enabled=true"},
-		} {
+		for _, profile := range acceptedProfiles {
 			out, err := runHelm(ctx, append([]string{"lint", "--strict", chartDir, "--namespace", releaseNamespace, "--kube-version", kubeVersion}, profile...)...)
 			Expect(err).NotTo(HaveOccurred(), "profile %v", profile)
 			Expect(out).To(ContainSubstring("0 chart(s) failed"), "profile %v", profile)
 			Expect(out).NotTo(Or(ContainSubstring("[WARNING]"), ContainSubstring("[ERROR]")), "profile %v", profile)
+		}
+	})
+
+	It("runs only binaries the image ships, and no user-server, under every profile", func(ctx SpecContext) {
+		shipped := shippedBinaries()
+		for _, profile := range acceptedProfiles {
+			objs := mustRender(ctx, profile...)
+			var deployments []string
+			for _, u := range objs {
+				if u.GetKind() != "Deployment" {
+					continue
+				}
+				deployments = append(deployments, u.GetName())
+				d := objs.deployment(u.GetName())
+				for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
+					Expect(c.Command).NotTo(BeEmpty(), "profile %v: container %s", profile, c.Name)
+					Expect(shipped).To(ContainElement(c.Command[0]), "profile %v: container %s", profile, c.Name)
+				}
+			}
+			Expect(deployments).To(ConsistOf("cluster-proxy-addon-manager"), "profile %v", profile)
+			Expect(objs.mpc().Spec.UserServer).To(BeNil(), "profile %v", profile)
+			Expect(objs.managerArgs()).To(ContainElements("--enable-service-proxy=false", "--feature-gates=ClusterProfile=false"), "profile %v", profile)
 		}
 	})
 
@@ -205,88 +259,6 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		}))
 	})
 
-	It("runs the user-server and the service-proxy certificate controller, with the exposed services", func(ctx SpecContext) {
-		objs := mustRender(ctx,
-			"--set", "userServer.enabled=true,enableServiceProxy=true",
-			"--set", "userServer.additionalSANs={cluster-proxy.apps.example.com}",
-			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s","port":9091,"protocol":"https"},{"namespace":"default","service":"web"}]`,
-		)
-		Expect(objs.keys()).To(ContainElements(
-			userDeployment, userService, exposedConfigMap,
-			"ServiceAccount/"+releaseNamespace+"/cluster-proxy-addon-user",
-			"Role/"+releaseNamespace+"/open-cluster-management:cluster-proxy:addon-user",
-			"RoleBinding/"+releaseNamespace+"/open-cluster-management:cluster-proxy:addon-user",
-			"ClusterRole/open-cluster-management:cluster-proxy:addon-user",
-			"ClusterRoleBinding/open-cluster-management:cluster-proxy:addon-user",
-		))
-		Expect(objs.managerArgs()).To(ContainElement("--enable-service-proxy=true"))
-		Expect(objs.mpc().Spec.UserServer).To(Equal(&proxyv1alpha1.UserServerConfiguration{AdditionalSANs: []string{"cluster-proxy.apps.example.com"}}))
-
-		d := objs.deployment("cluster-proxy-addon-user")
-		Expect(d.Spec.Template.Spec.ServiceAccountName).To(Equal("cluster-proxy-addon-user"))
-		Expect(containerNames(d)).To(ConsistOf("controllers", "user-server"))
-		ctrls := containerNamed(d, "controllers")
-		Expect(ctrls.Command).To(Equal([]string{"/cluster-proxy"}))
-		Expect(ctrls.Args).To(ContainElements("controllers",
-			"--certificates-namespace="+releaseNamespace, "--signer-secret-namespace="+releaseNamespace, "--signer-secret-name=cluster-proxy-signer"))
-		user := containerNamed(d, "user-server")
-		Expect(user.Image).To(Equal(defaultImage()))
-		Expect(user.Command).To(Equal([]string{"/cluster-proxy"}))
-		Expect(user.Args).To(ConsistOf("user-server",
-			"--host=proxy-entrypoint."+releaseNamespace+".svc", "--port=8090",
-			"--proxy-ca-cert=/etc/proxy-server-ca/ca.crt", "--proxy-cert=/etc/proxy-client/tls.crt", "--proxy-key=/etc/proxy-client/tls.key",
-			"--server-cert=/etc/user-server/tls.crt", "--server-key=/etc/user-server/tls.key", "--server-port=9092",
-			"--service-proxy-ca-cert=/etc/proxy-server-ca/ca.crt",
-			"--exposed-services-configmap=cluster-proxy-exposed-services",
-		))
-		Expect(user.Ports).To(ContainElement(HaveField("ContainerPort", BeEquivalentTo(9092))))
-		secrets := map[string]string{}
-		for _, v := range d.Spec.Template.Spec.Volumes {
-			secrets[v.Name] = v.Secret.SecretName
-		}
-		Expect(secrets).To(Equal(map[string]string{
-			"proxy-server-ca": "proxy-server-ca", "proxy-client": "proxy-client", "user-server": "cluster-proxy-user-serving-cert",
-		}), "the Secrets the addon-manager writes for the default configuration")
-		for _, m := range user.VolumeMounts {
-			Expect(secrets).To(HaveKey(m.Name))
-			Expect(m.ReadOnly).To(BeTrue())
-		}
-
-		svc := &corev1.Service{}
-		objs.into(userService, svc)
-		Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
-		Expect(svc.Spec.Ports).To(ConsistOf(And(HaveField("Port", BeEquivalentTo(9092)), HaveField("TargetPort.StrVal", "https"))))
-		Expect(labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels))).To(BeTrue(), "the Service selects the user-server pods")
-
-		cm := &corev1.ConfigMap{}
-		objs.into(exposedConfigMap, cm)
-		var services []map[string]any
-		Expect(yaml.UnmarshalStrict([]byte(cm.Data["services"]), &services)).To(Succeed())
-		Expect(services).To(Equal([]map[string]any{
-			{"namespace": "monitoring", "service": "prometheus-k8s", "port": float64(9091), "protocol": "https"},
-			{"namespace": "default", "service": "web"},
-		}))
-	})
-
-	It("runs only the certificate controller with the service-proxy and no user-server", func(ctx SpecContext) {
-		objs := mustRender(ctx, "--set", "enableServiceProxy=true")
-		Expect(containerNames(objs.deployment("cluster-proxy-addon-user"))).To(ConsistOf("controllers"))
-		Expect(objs.keys()).NotTo(ContainElements(userService, exposedConfigMap))
-		Expect(objs.mpc().Spec.UserServer).To(BeNil())
-	})
-
-	It("renders an empty, deny-all exposed-services list for the user-server by default", func(ctx SpecContext) {
-		objs := mustRender(ctx, "--set", "userServer.enabled=true,exposedServicesConfigMapName=allowed-services")
-		Expect(containerNames(objs.deployment("cluster-proxy-addon-user"))).To(ConsistOf("user-server"))
-		Expect(containerNamed(objs.deployment("cluster-proxy-addon-user"), "user-server").Args).To(ContainElement("--exposed-services-configmap=allowed-services"))
-		cm := &corev1.ConfigMap{}
-		objs.into("ConfigMap/"+releaseNamespace+"/allowed-services", cm)
-		var services []map[string]any
-		Expect(yaml.UnmarshalStrict([]byte(cm.Data["services"]), &services)).To(Succeed())
-		Expect(services).To(BeEmpty())
-		Expect(objs.mpc().Spec.UserServer).To(Equal(&proxyv1alpha1.UserServerConfiguration{AdditionalSANs: []string{}}))
-	})
-
 	It("installs by a given Placement without creating one", func(ctx SpecContext) {
 		for _, c := range []struct {
 			set, namespace string
@@ -310,9 +282,14 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			"NetworkPolicy/"+releaseNamespace+"/cluster-proxy-addon-manager",
 			"NetworkPolicy/"+releaseNamespace+"/cluster-proxy-proxy-server",
 		))
-		Expect(objs.keys()).NotTo(ContainElement("NetworkPolicy/" + releaseNamespace + "/cluster-proxy-addon-user"))
+		var policies []string
+		for _, k := range objs.keys() {
+			if strings.HasPrefix(k, "NetworkPolicy/") {
+				policies = append(policies, k)
+			}
+		}
+		Expect(policies).To(HaveLen(2), "the addon-manager's and the proxy-servers'")
 
-		objs = mustRender(ctx, "--set", "networkPolicies.enabled=true,userServer.enabled=true,enableServiceProxy=true")
 		policy := func(name string) *networkingv1.NetworkPolicy {
 			np := &networkingv1.NetworkPolicy{}
 			objs.into("NetworkPolicy/"+releaseNamespace+"/"+name, np)
@@ -342,19 +319,15 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		Expect(ports(server)).To(ConsistOf(int32(8090), int32(8091), int32(8092)))
 		Expect(selects(server, map[string]string{proxyv1alpha1.LabelComponentName: proxyv1alpha1.ComponentProxyServer})).To(BeTrue(),
 			"the policy selects the proxy-server pods the addon-manager deploys")
-
-		user := policy("cluster-proxy-addon-user")
-		Expect(ports(user)).To(ConsistOf(int32(9092), int32(8000), int32(8080), int32(8081)))
-		Expect(selects(user, objs.deployment("cluster-proxy-addon-user").Spec.Template.Labels)).To(BeTrue())
-		Expect(selects(user, objs.deployment("cluster-proxy-addon-manager").Spec.Template.Labels)).To(BeFalse())
+		Expect(selects(server, objs.deployment("cluster-proxy-addon-manager").Spec.Template.Labels)).To(BeFalse())
 	})
 
-	It("passes images, replicas, namespaces, pull policies, feature gates and node placement where they belong", func(ctx SpecContext) {
+	It("passes images, replicas, namespaces, pull policies and node placement where they belong", func(ctx SpecContext) {
 		objs := mustRender(ctx,
 			"--set", "registry=mirror.example.com:5000/ocm/,image=proxy,tag=v9.9.9,replicas=3",
 			"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent",
-			"--set", "spokeAddonNamespace=proxy-agents,enableKubeApiProxy=false,featureGates.clusterProfile=true",
-			"--set", "imagePullPolicy=Always,proxyServer.imagePullPolicy=Never,userServer.enabled=true",
+			"--set", "spokeAddonNamespace=proxy-agents,enableKubeApiProxy=false",
+			"--set", "imagePullPolicy=Always,proxyServer.imagePullPolicy=Never",
 			"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
 			"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
 			"--set-json", `resources={"limits":{"memory":"1Gi"}}`,
@@ -362,21 +335,19 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		image := "mirror.example.com:5000/ocm/proxy:v9.9.9"
 		Expect(objs.managerArgs()).To(ContainElements(
 			"--agent-image-name="+image, "--agent-install-namespace=proxy-agents", "--enable-kube-api-proxy=false",
-			"--image-pull-policy=Never", "--feature-gates=ClusterProfile=true",
+			"--image-pull-policy=Never",
 		))
 		toleration := corev1.Toleration{Key: "node-role.kubernetes.io/infra", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}
-		for _, name := range []string{"cluster-proxy-addon-manager", "cluster-proxy-addon-user"} {
-			d := objs.deployment(name)
-			Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(3)), name)
-			Expect(d.Spec.Template.Spec.NodeSelector).To(Equal(map[string]string{"node-role.kubernetes.io/infra": ""}), name)
-			Expect(d.Spec.Template.Spec.Tolerations).To(Equal([]corev1.Toleration{toleration}), name)
-			for _, c := range d.Spec.Template.Spec.Containers {
-				Expect(c.Image).To(Equal(image), name)
-				Expect(c.ImagePullPolicy).To(Equal(corev1.PullAlways), name)
-				Expect(c.Resources.Limits.Memory().String()).To(Equal("1Gi"), name)
-				Expect(c.Resources.Requests.Cpu().String()).To(Equal("50m"), name)
-			}
-		}
+		d := objs.deployment("cluster-proxy-addon-manager")
+		Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(3)))
+		Expect(d.Spec.Template.Spec.NodeSelector).To(Equal(map[string]string{"node-role.kubernetes.io/infra": ""}))
+		Expect(d.Spec.Template.Spec.Tolerations).To(Equal([]corev1.Toleration{toleration}))
+		Expect(d.Spec.Template.Spec.Containers).To(HaveLen(1))
+		c := containerNamed(d, "manager")
+		Expect(c.Image).To(Equal(image))
+		Expect(c.ImagePullPolicy).To(Equal(corev1.PullAlways))
+		Expect(c.Resources.Limits.Memory().String()).To(Equal("1Gi"))
+		Expect(c.Resources.Requests.Cpu().String()).To(Equal("50m"))
 		mpc := objs.mpc()
 		Expect(mpc.Spec.ProxyServer.Image).To(Equal("mirror.example.com/server:v9.9.9"))
 		Expect(mpc.Spec.ProxyAgent.Image).To(Equal("mirror.example.com/agent:v9.9.9"))
@@ -416,6 +387,24 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"p","protocol":"ftp"}]`),
 		Entry("an unknown resources key", "at '/resources': additional properties 'request' not allowed", "--set", "resources.request.cpu=1"),
 		Entry("impersonation off", "enableImpersonation: false is not supported", "--set", "enableImpersonation=false"),
+		// Parts this version does not ship: refused, naming the value,
+		// rather than installed doing nothing or running a missing binary.
+		Entry("the user-server", "userServer.enabled: "+userServerNotBuilt+"; leave it false",
+			"--set", "userServer.enabled=true"),
+		Entry("the user-server's extra SANs", "userServer.additionalSANs: only the user-server's serving certificate uses it, and "+userServerNotBuilt+"; leave it empty",
+			"--set", "userServer.additionalSANs={cluster-proxy.apps.example.com}"),
+		Entry("exposed services", "exposedServices: only the user-server reads it, and "+userServerNotBuilt+"; leave it empty",
+			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s","port":9091,"protocol":"https"}]`),
+		Entry("another exposed-services ConfigMap", "exposedServicesConfigMapName: only the user-server reads it, and "+userServerNotBuilt+"; leave it at cluster-proxy-exposed-services",
+			"--set", "exposedServicesConfigMapName=allowed-services"),
+		Entry("the service-proxy", "enableServiceProxy: "+serviceProxyNotBuilt+"; leave it false",
+			"--set", "enableServiceProxy=true"),
+		Entry("the ClusterProfile feature gate", "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false",
+			"--set", "featureGates.clusterProfile=true"),
+		Entry("the user-server and the service-proxy together", "userServer.enabled: "+userServerNotBuilt,
+			"--set", "userServer.enabled=true,enableServiceProxy=true,networkPolicies.enabled=true"),
+		Entry("the service-proxy with the network policies", "enableServiceProxy: "+serviceProxyNotBuilt,
+			"--set", "networkPolicies.enabled=true,enableServiceProxy=true"),
 		Entry("a placement namespace without a placement", "installByPlacement.placementNamespace is set without installByPlacement.placementName",
 			"--set", "installByPlacement.placementNamespace=placements"),
 	)
