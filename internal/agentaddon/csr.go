@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/events"
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,7 +27,8 @@ import (
 
 // RBAC of CSRController: it reads requests, clusters and addons (cached),
 // approves the kube-client and proxy-agent requests, and signs the
-// proxy-agent ones.
+// proxy-agent ones. Events on the cluster-scoped requests land in the default
+// namespace (events.k8s.io create/patch, cluster-wide).
 //
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=certificatesigningrequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=certificatesigningrequests/approval,verbs=update
@@ -35,12 +37,20 @@ import (
 // +kubebuilder:rbac:groups=certificates.k8s.io,resources=signers,resourceNames=open-cluster-management.io/proxy-agent-signer,verbs=sign
 // +kubebuilder:rbac:groups=cluster.open-cluster-management.io,resources=managedclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=managedclusteraddons,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// EventReasonNotApproved is the reason of the Warning Event CSRController
+// records on a request it evaluated and will not approve; the Event's note
+// says why. The request stays pending for an administrator to decide.
+const EventReasonNotApproved = "NotApprovedByClusterProxy"
 
 // CSRController approves the certificate requests of the cluster-proxy
 // agents and signs the proxy-agent ones, using Registration's checks. It
 // replaces the addon-framework's CSR controllers, which modify objects in
-// the shared informer cache and retry refused requests forever; a request
-// this controller refuses to sign gets a Failed condition saying why.
+// the shared informer cache and retry refused requests forever. A request it
+// will not approve stays pending with a Warning Event saying why (reason
+// EventReasonNotApproved); one it refuses to sign gets a Failed condition
+// saying why.
 type CSRController struct {
 	// Client reads CSRs, ManagedClusters and ManagedClusterAddOns (cached).
 	Client client.Client
@@ -48,6 +58,8 @@ type CSRController struct {
 	KubeClient kubernetes.Interface
 	// Registration decides and signs.
 	Registration *Registration
+	// Recorder records why requests are not approved, as Events on them.
+	Recorder events.EventRecorder
 }
 
 var _ reconcile.Reconciler = &CSRController{}
@@ -63,8 +75,8 @@ func isAddonCSR(obj client.Object) bool {
 
 // SetupWithManager registers the controller with mgr.
 func (c *CSRController) SetupWithManager(mgr ctrl.Manager) error {
-	if c.Client == nil || c.KubeClient == nil || c.Registration == nil {
-		return errors.New("agentaddon.CSRController needs Client, KubeClient and Registration")
+	if c.Client == nil || c.KubeClient == nil || c.Registration == nil || c.Recorder == nil {
+		return errors.New("agentaddon.CSRController needs Client, KubeClient, Registration and Recorder")
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cluster-proxy-csr").
@@ -121,8 +133,11 @@ func (c *CSRController) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 	}
 
 	if !hasCondition(csr, certificatesv1.CertificateApproved) {
-		if !c.Registration.Approve(ctx, cluster, addon, csr) {
+		if refusal := c.Registration.Approve(ctx, cluster, addon, csr); refusal != "" {
 			// Left pending: an administrator may still approve it by hand.
+			// The Event tells them that it was looked at, and why
+			// it was not approved; the recorder folds repeats into a series.
+			c.Recorder.Eventf(csr, nil, corev1.EventTypeWarning, EventReasonNotApproved, "Approve", "%s", refusal)
 			return ctrl.Result{}, nil
 		}
 		csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{

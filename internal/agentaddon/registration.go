@@ -69,17 +69,18 @@ func (r *Registration) Configurations(ctx context.Context, cluster *clusterv1.Ma
 	}, nil
 }
 
-// Approve reports whether csr may be approved: the cluster is accepted by
-// the hub, the request comes from that cluster's own klusterlet (exact
-// match, no prefixes), and it asks for exactly the subject and usages the
-// registration defines for that cluster. Reasons for refusing are logged.
-func (r *Registration) Approve(ctx context.Context, cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn, csr *certificatesv1.CertificateSigningRequest) bool {
+// Approve decides whether csr may be approved and returns why not, or ""
+// when it may: the cluster is accepted by the hub, the request comes from
+// that cluster's own klusterlet (exact match, no prefixes), and it asks for
+// exactly the subject and usages the registration defines for that cluster.
+// The decision is logged; the caller reports a refusal where users see it.
+func (r *Registration) Approve(ctx context.Context, cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn, csr *certificatesv1.CertificateSigningRequest) (refusal string) {
 	if _, why := r.verify(ctx, cluster, addon, csr); why != "" {
 		klog.FromContext(ctx).Info("not approving certificate request", "csr", csr.Name, "cluster", cluster.Name, "reason", why)
-		return false
+		return why
 	}
 	klog.FromContext(ctx).V(2).Info("approving certificate request", "csr", csr.Name, "cluster", cluster.Name)
-	return true
+	return ""
 }
 
 // RefusedError is returned by Sign for a request it will never sign.

@@ -125,27 +125,32 @@ func TestApprove(t *testing.T) {
 		return r
 	}
 	tests := []struct {
-		name     string
-		cluster  *clusterv1.ManagedCluster
-		request  request
-		approved bool
+		name    string
+		cluster *clusterv1.ManagedCluster
+		request request
+		// refusal is part of the reason Approve must give; "" means approve.
+		refusal string
 	}{
-		{name: "the proxy-agent certificate of an accepted cluster", cluster: cluster("cluster1", true), request: valid(func(*request) {}), approved: true},
+		{name: "the proxy-agent certificate of an accepted cluster", cluster: cluster("cluster1", true), request: valid(func(*request) {})},
 		{
-			name: "with the SAN OCM's registration agent adds", cluster: cluster("cluster1", true), approved: true,
+			name: "with the SAN OCM's registration agent adds", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.dnsNames = []string{RegistrationDNSName} }),
 		},
 		{
-			name: "the addon-agent's hub client certificate", cluster: cluster("cluster1", true), approved: true,
+			name: "the addon-agent's hub client certificate", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) {
 				r.signer = certificatesv1.KubeAPIServerClientSignerName
 				r.subject = pkix.Name{CommonName: identity.AddonAgentUser, Organization: []string{"open-cluster-management:cluster-proxy"}}
 			}),
 		},
-		{name: "a cluster the hub does not accept", cluster: cluster("cluster1", false), request: valid(func(*request) {})},
+		{
+			name: "a cluster the hub does not accept", cluster: cluster("cluster1", false), request: valid(func(*request) {}),
+			refusal: "the hub does not accept cluster cluster1 (spec.hubAcceptsClient is false)",
+		},
 		{
 			name: "prefix trick: cluster1x's klusterlet asks for cluster1", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.requester = "cluster1x" }),
+			refusal: `requester "system:open-cluster-management:cluster1x:agent-abcde" is not the klusterlet of cluster cluster1`,
 		},
 		{
 			name: "prefix trick: cluster1's klusterlet asks for cluster1x", cluster: cluster("cluster1x", true),
@@ -154,73 +159,93 @@ func TestApprove(t *testing.T) {
 				r.requester = "cluster1"
 				return r
 			}(),
+			refusal: `requester "system:open-cluster-management:cluster1:agent-abcde" is not the klusterlet of cluster cluster1x`,
 		},
 		{
 			name: "the requester lacks its cluster's group", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.groups = []string{"system:open-cluster-management:managed-clusters"} }),
+			refusal: "is not in group system:open-cluster-management:cluster1",
 		},
 		{
 			name: "a requester that is not a klusterlet", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.requester = "" }),
+			refusal: `requester "system:open-cluster-management::agent-abcde" is not the klusterlet of cluster cluster1`,
 		},
 		{
 			name: "the CSR's cluster label names another cluster", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.cluster = "cluster2" }),
+			refusal: `label open-cluster-management.io/cluster-name is "cluster2", not "cluster1"`,
 		},
 		{
 			name: "a subject naming another cluster", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) {
 				r.subject.OrganizationalUnit = []string{identity.SignerOU(ca.Cert), identity.ClusterOU("cluster2")}
 			}),
+			refusal: "the request's organizational units",
 		},
 		{
 			name: "a subject for an old CA", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) {
 				r.subject.OrganizationalUnit = []string{identity.SignerOU(otherCA.Cert), identity.ClusterOU("cluster1")}
 			}),
+			refusal: "the request's organizational units",
 		},
 		{
 			name: "another common name", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.subject.CommonName = "system:admin" }),
+			refusal: `the request's common name "system:admin" is not`,
 		},
 		{
 			name: "an extra organization (group)", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.subject.Organization = append(r.subject.Organization, "system:masters") }),
+			refusal: "the request's organizations",
 		},
 		{
 			name: "an extra subject attribute", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.subject.Country = []string{"XX"} }),
+			refusal: "attributes beyond common name, organizations and organizational units",
 		},
 		{
 			name: "subject alternative names", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.dnsNames = []string{"kubernetes.default.svc"} }),
+			refusal: "subject alternative names other than " + RegistrationDNSName,
 		},
 		{
 			name: "another SAN beside the registration agent's", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.dnsNames = []string{RegistrationDNSName, "kubernetes.default.svc"} }),
+			refusal: "subject alternative names other than " + RegistrationDNSName,
 		},
 		{
 			name: "server auth usage", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.usages = append(r.usages, certificatesv1.UsageServerAuth) }),
+			refusal: `usage "server auth"`,
 		},
 		{
 			name: "no client auth usage", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.usages = []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature} }),
+			refusal: "does not ask for client auth",
 		},
 		{
 			name: "a weak RSA key", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.key = weakKey }),
+			refusal: "RSA key has 1024 bits",
 		},
 		{
 			name: "a signer the addon does not register with", cluster: cluster("cluster1", true),
 			request: valid(func(r *request) { r.signer = "example.com/other-signer" }),
+			refusal: `signer "example.com/other-signer" is not one the cluster-proxy addon registers with`,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
 			csr := tt.request.csr(t)
-			g.Expect(reg.Approve(t.Context(), tt.cluster, addonOf(tt.cluster.Name), csr)).To(Equal(tt.approved))
+			refusal := reg.Approve(t.Context(), tt.cluster, addonOf(tt.cluster.Name), csr)
+			if tt.refusal == "" {
+				g.Expect(refusal).To(BeEmpty(), "the request should be approved")
+				return
+			}
+			g.Expect(refusal).To(ContainSubstring(tt.refusal))
 		})
 	}
 }

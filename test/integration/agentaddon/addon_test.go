@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -348,6 +349,28 @@ var _ = Describe("Agent certificate requests", Ordered, Label("agentaddon", "csr
 		By("the right cluster asking for another cluster's identity")
 		Expect(klusterletClient("csr1").Create(ctx, csrRequest("wrong-subject", "csr1", identity.SignerName, proxyAgentSubject(ca, "csr1x")))).To(Succeed())
 
+		By("the controller looking at each and saying why it does not approve it")
+		for name, cause := range map[string]string{
+			"prefix-longer":  `requester "system:open-cluster-management:csr1x:agent1" is not the klusterlet of cluster csr1`,
+			"prefix-shorter": `requester "system:open-cluster-management:csr1:agent1" is not the klusterlet of cluster csr1x`,
+			"not-accepted":   "the hub does not accept cluster rejected (spec.hubAcceptsClient is false)",
+			"wrong-subject":  "the request's organizational units",
+		} {
+			Eventually(func(g Gomega) {
+				events := &eventsv1.EventList{}
+				// Events on cluster-scoped objects land in the default namespace.
+				g.Expect(k8sClient.List(ctx, events, client.InNamespace(metav1.NamespaceDefault))).To(Succeed())
+				g.Expect(events.Items).To(ContainElement(And(
+					HaveField("Regarding.Kind", "CertificateSigningRequest"),
+					HaveField("Regarding.Name", "addon-"+name),
+					HaveField("Type", corev1.EventTypeWarning),
+					HaveField("Reason", "NotApprovedByClusterProxy"),
+					HaveField("Note", ContainSubstring(cause)),
+				)), "no refusal Event for CSR addon-%s", name)
+			}).WithContext(ctx).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+		}
+
+		By("and nothing approving or signing them afterwards")
 		Consistently(func(g Gomega) {
 			for _, name := range []string{"prefix-longer", "prefix-shorter", "not-accepted", "wrong-subject"} {
 				csr := get(ctx, name)
