@@ -41,17 +41,29 @@ type LeaseUpdater struct {
 	Duration time.Duration
 	// Checks must all pass for a renewal.
 	Checks []func(ctx context.Context) error
-	// Clock stamps renewals.
-	Clock clock.PassiveClock
+	// Clock stamps renewals and paces them.
+	Clock clock.Clock
 }
 
-// Run renews the Lease until ctx is done.
+// leaseJitter spreads renewals over up to a quarter of the period.
+const leaseJitter = 0.25
+
+// Run renews the Lease at once, then every Duration plus up to a quarter
+// (counted from the end of the previous attempt), until ctx is done.
 func (u *LeaseUpdater) Run(ctx context.Context) {
-	duration := u.Duration
-	if duration == 0 {
-		duration = DefaultLeaseDuration
+	period := u.Duration
+	if period == 0 {
+		period = DefaultLeaseDuration
 	}
-	wait.JitterUntilWithContext(ctx, u.renewOnce, duration, 0.25, true)
+	for ctx.Err() == nil {
+		u.renewOnce(ctx)
+		next := u.Clock.NewTimer(wait.Jitter(period, leaseJitter))
+		select {
+		case <-ctx.Done():
+			next.Stop()
+		case <-next.C():
+		}
+	}
 }
 
 // renewOnce renews the Lease when healthy, logging why not otherwise.
