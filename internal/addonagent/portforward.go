@@ -41,6 +41,10 @@ type Relay struct {
 	Listener net.Listener
 	// TargetPort is the proxy-server pods' agent port.
 	TargetPort int
+	// Order arranges the running pods' names, in place, in the order one
+	// connection tries them. Nil shuffles them, spreading connections over
+	// the proxy-servers.
+	Order func(pods []string)
 
 	forwarded atomic.Bool
 	requestID atomic.Int64
@@ -88,7 +92,11 @@ func (r *Relay) handle(ctx context.Context, conn net.Conn) {
 		log.Error(err, "port-forward relay cannot find a proxy-server")
 		return
 	}
-	rand.Shuffle(len(pods), func(i, j int) { pods[i], pods[j] = pods[j], pods[i] })
+	order := r.Order
+	if order == nil {
+		order = shuffle
+	}
+	order(pods)
 	for i, pod := range pods {
 		if i == maxPodAttempts {
 			break
@@ -104,6 +112,11 @@ func (r *Relay) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	log.Info("port-forward relay dropped a connection: no proxy-server pod could be reached", "namespace", r.Namespace)
+}
+
+// shuffle is the default Order: a uniformly random one.
+func shuffle(pods []string) {
+	rand.Shuffle(len(pods), func(i, j int) { pods[i], pods[j] = pods[j], pods[i] })
 }
 
 func (r *Relay) runningPods(ctx context.Context) ([]string, error) {

@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 
 	"open-cluster-management.io/cluster-proxy/internal/addonagent"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
@@ -39,11 +43,15 @@ func echoServer() (port int, stop func()) {
 }
 
 // startRelay runs a relay to the proxy-server pods of namespace ns (their
-// port targetPort) on a free loopback port until the spec ends.
-func startRelay(ctx context.Context, ns string, targetPort int) (*addonagent.Relay, net.Listener) {
+// port targetPort) on a free loopback port until the spec ends; configure
+// may change the relay before it starts.
+func startRelay(ctx context.Context, ns string, targetPort int, configure ...func(*addonagent.Relay)) (*addonagent.Relay, net.Listener) {
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	Expect(err).NotTo(HaveOccurred())
 	relay := &addonagent.Relay{Hub: client, HubConfig: managed.Config, Namespace: ns, Listener: listener, TargetPort: targetPort}
+	for _, c := range configure {
+		c(relay)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(runCtx) }()
@@ -74,12 +82,33 @@ var _ = Describe("The port-forward relay", Label("addonagent", "portforward"), f
 		Expect(unreachable.RunPod(ctx, client, ns, "proxy-server-broken", labels)).To(Succeed())
 		Expect(unreachable.Stop()).To(Succeed())
 
-		relay, listener := startRelay(ctx, ns, port)
+		By("a relay that tries the unreachable pod first for every connection")
+		// The relay logs each failed attempt; those lines witness the retry.
+		var (
+			mu             sync.Mutex
+			orders         [][]string
+			brokenAttempts int
+		)
+		logger := funcr.New(func(_, args string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Contains(args, `"msg"="port-forward to proxy-server failed; trying another"`) &&
+				strings.Contains(args, "proxy-server-broken") {
+				brokenAttempts++
+			}
+		}, funcr.Options{})
+		brokenFirst := func(pods []string) {
+			if i := slices.Index(pods, "proxy-server-broken"); i > 0 {
+				pods[0], pods[i] = pods[i], pods[0]
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			orders = append(orders, slices.Clone(pods))
+		}
+		relay, listener := startRelay(klog.NewContext(ctx, logger), ns, port, func(r *addonagent.Relay) { r.Order = brokenFirst })
 		Expect(relay.Ready(ctx)).To(MatchError(ContainSubstring("no connection forwarded")))
 
-		// With two pods picked at random, ten connections all avoiding the
-		// unreachable one first has odds of 1 in 1024: the retry is exercised.
-		By("ten concurrent connections, each echoed byte for byte")
+		By("ten concurrent connections, each echoed byte for byte after a failed first attempt")
 		var wg sync.WaitGroup
 		errs := make(chan error, 10)
 		for i := range 10 {
@@ -114,5 +143,10 @@ var _ = Describe("The port-forward relay", Label("addonagent", "portforward"), f
 			Expect(err).NotTo(HaveOccurred())
 		}
 		Expect(relay.Ready(ctx)).To(Succeed())
+		mu.Lock()
+		defer mu.Unlock()
+		Expect(orders).To(HaveLen(10))
+		Expect(orders).To(HaveEach(Equal([]string{"proxy-server-broken", "proxy-server-good"})))
+		Expect(brokenAttempts).To(Equal(10), "every connection first failed on the unreachable pod, then was retried")
 	})
 })
