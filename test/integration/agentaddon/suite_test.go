@@ -40,7 +40,7 @@ func TestAgentAddon(t *testing.T) {
 	RunSpecs(t, "cluster-proxy agent addon")
 }
 
-var _ = BeforeSuite(func() {
+var _ = BeforeSuite(func(ctx SpecContext) {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	ocmCRDs, err := framework.OCMHubCRDs(GinkgoT().TempDir())
 	Expect(err).NotTo(HaveOccurred())
@@ -54,7 +54,6 @@ var _ = BeforeSuite(func() {
 	}
 	k8sClient, err = client.New(hub.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	ctx := context.Background()
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: hubNamespace}})).To(Succeed())
 	Expect(k8sClient.Create(ctx, clusterManagementAddOn())).To(Succeed())
 
@@ -67,7 +66,8 @@ var _ = BeforeSuite(func() {
 	Expect(opts.Validate()).To(Succeed())
 
 	var mgrCtx context.Context
-	mgrCtx, stopMgr = context.WithCancel(logf.IntoContext(context.Background(), logf.Log))
+	// The manager outlives this node: stopped in AfterSuite.
+	mgrCtx, stopMgr = context.WithCancel(logf.IntoContext(context.WithoutCancel(ctx), logf.Log))
 	mgr, err := addonmanager.NewManager(mgrCtx, hub.Config, opts)
 	Expect(err).NotTo(HaveOccurred())
 	go func() {

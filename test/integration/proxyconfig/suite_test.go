@@ -46,7 +46,7 @@ func TestProxyServer(t *testing.T) {
 	RunSpecs(t, "ManagedProxyConfiguration reconciler")
 }
 
-var _ = BeforeSuite(func() {
+var _ = BeforeSuite(func(ctx SpecContext) {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	var err error
 	apiServer, err = framework.StartAPIServer()
@@ -58,7 +58,7 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(apiServer.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(k8sClient.Create(context.Background(), namespace(managerNamespace))).To(Succeed())
+	Expect(k8sClient.Create(ctx, namespace(managerNamespace))).To(Succeed())
 
 	fakeClock = clocktesting.NewFakeClock(time.Now())
 	mgr, err := ctrl.NewManager(apiServer.Config, ctrl.Options{
@@ -79,11 +79,12 @@ var _ = BeforeSuite(func() {
 	}
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
 
-	var ctx context.Context
-	ctx, stopMgr = context.WithCancel(context.Background())
+	// The manager outlives this node: stopped in AfterSuite.
+	mgrCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	stopMgr = stop
 	go func() {
 		defer GinkgoRecover()
-		Expect(mgr.Start(ctx)).To(Succeed())
+		Expect(mgr.Start(mgrCtx)).To(Succeed())
 	}()
 })
 
