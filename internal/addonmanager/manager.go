@@ -176,10 +176,8 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 		Values: &agentaddon.ValuesBuilder{
 			Ctx:                   ctx,
 			Client:                mgr.GetClient(),
-			SecretReader:          mgr.GetAPIReader(),
 			CA:                    ca,
 			AgentImage:            o.AgentImageName,
-			SignerNamespace:       o.SignerSecretNamespace,
 			EnableKubeAPIProxy:    o.EnableKubeAPIProxy,
 			EnableServiceProxy:    o.EnableServiceProxy,
 			EnableNetworkPolicies: o.EnableNetworkPolicies,

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -999,4 +1000,45 @@ func TestServiceProxyRefused(t *testing.T) {
 		_, err := New(o)
 		g.Expect(err).NotTo(HaveOccurred())
 	})
+}
+
+// TestChartIdentifiersBelongToTheCluster holds the chart's derivation of the
+// proxy-agent's --agent-identifiers to the identity package, which the
+// proxy-server enforces: whatever namespace the agent is installed in, and
+// with or without the kube-apiserver proxy, the chart registers exactly what
+// identity.AgentIdentifiers lists, and every identifier belongs to the
+// cluster.
+func TestChartIdentifiersBelongToTheCluster(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		namespace    string
+		kubeAPIProxy bool
+		config       *addonapiv1beta1.AddOnDeploymentConfig
+	}{
+		{name: "default namespace", namespace: chartTestNamespace, kubeAPIProxy: true},
+		{name: "kube-apiserver proxy off", namespace: chartTestNamespace, kubeAPIProxy: false},
+		{
+			name: "namespace from an AddOnDeploymentConfig", namespace: "proxy-agents", kubeAPIProxy: true,
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{AgentInstallNamespace: "proxy-agents"}),
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewWithT(t)
+			objects, err := renderChart(t, chartCase{
+				config: c.config,
+				values: func(v *Values) { v.EnableKubeAPIProxy = c.kubeAPIProxy },
+			}, true)
+			g.Expect(err).NotTo(HaveOccurred())
+			var ids string
+			for _, arg := range (chartRendered{objects: objects}).container("proxy-agent").Args {
+				if v, ok := strings.CutPrefix(arg, "--agent-identifiers="); ok {
+					ids = v
+				}
+			}
+			g.Expect(ids).To(Equal(strings.Join(identity.AgentIdentifiers(chartTestCluster, c.namespace, c.kubeAPIProxy), "&")))
+			g.Expect(identity.CheckIdentifiers(chartTestCluster, ids)).To(Succeed())
+			g.Expect(identity.CheckIdentifiers("cluster2", ids)).To(MatchError(ContainSubstring("an agent of cluster cluster2 may not register")),
+				"the same identifiers are refused for another cluster")
+		})
+	}
 }

@@ -31,17 +31,10 @@ type ValuesBuilder struct {
 	Ctx context.Context
 	// Client reads ManagedProxyConfigurations and Services on the hub.
 	Client client.Reader
-	// SecretReader will read the service-proxy certificate Secret; unused
-	// while the service-proxy is not available (EnableServiceProxy is
-	// refused).
-	SecretReader client.Reader
 	// CA provides the CA certificate the agents trust.
 	CA CALoader
 	// AgentImage is the image of the addon-agent.
 	AgentImage string
-	// SignerNamespace will hold the service-proxy certificate Secret; unused
-	// while the service-proxy is not available.
-	SignerNamespace string
 	// EnableKubeAPIProxy, EnableNetworkPolicies and EnableImpersonation
 	// switch the optional parts of the agent. EnableServiceProxy is refused
 	// (ErrServiceProxyNotAvailable): the service-proxy is not available in
