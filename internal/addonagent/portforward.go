@@ -198,7 +198,7 @@ func (s *watchedStream) Read(p []byte) (int, error) {
 	if err != nil {
 		s.once.Do(func() {
 			if e, ok := <-s.errs; ok && e != nil {
-				klog.FromContext(s.ctx).Info("proxy-server side of the port-forward reported an error", "error", e.Error())
+				klog.FromContext(s.ctx).Info("proxy-server side of the port-forward reported an error", "err", e.Error())
 			}
 		})
 	}

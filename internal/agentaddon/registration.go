@@ -76,10 +76,10 @@ func (r *Registration) Configurations(ctx context.Context, cluster *clusterv1.Ma
 // The decision is logged; the caller reports a refusal where users see it.
 func (r *Registration) Approve(ctx context.Context, cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn, csr *certificatesv1.CertificateSigningRequest) (refusal string) {
 	if _, why := r.verify(ctx, cluster, addon, csr); why != "" {
-		klog.FromContext(ctx).Info("not approving certificate request", "csr", csr.Name, "cluster", cluster.Name, "reason", why)
+		klog.FromContext(ctx).Info("not approving certificate request", "csr", klog.KObj(csr), "cluster", cluster.Name, "reason", why)
 		return why
 	}
-	klog.FromContext(ctx).V(2).Info("approving certificate request", "csr", csr.Name, "cluster", cluster.Name)
+	klog.FromContext(ctx).V(2).Info("approving certificate request", "csr", klog.KObj(csr), "cluster", cluster.Name)
 	return ""
 }
 
@@ -105,7 +105,7 @@ func (r *Registration) Sign(ctx context.Context, cluster *clusterv1.ManagedClust
 	}
 	req, why := r.verify(ctx, cluster, addon, csr)
 	if why != "" {
-		klog.FromContext(ctx).Info("not signing certificate request", "csr", csr.Name, "cluster", cluster.Name, "reason", why)
+		klog.FromContext(ctx).Info("not signing certificate request", "csr", klog.KObj(csr), "cluster", cluster.Name, "reason", why)
 		return nil, &RefusedError{Request: csr.Name, Reason: why}
 	}
 	ca, err := r.CA.LoadOrCreate(ctx)
@@ -123,7 +123,7 @@ func (r *Registration) Sign(ctx context.Context, cluster *clusterv1.ManagedClust
 	if err != nil {
 		return nil, fmt.Errorf("failed to sign certificate request %s: %w", csr.Name, err)
 	}
-	klog.FromContext(ctx).V(2).Info("signed proxy-agent certificate", "csr", csr.Name, "cluster", cluster.Name)
+	klog.FromContext(ctx).V(2).Info("signed proxy-agent certificate", "csr", klog.KObj(csr), "cluster", cluster.Name)
 	return certPEM, nil
 }
 
