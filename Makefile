@@ -60,8 +60,17 @@ PLATFORMS ?= linux/amd64,linux/arm64
 
 # Test knobs.
 GO_TEST_FLAGS ?= -race -count=1 -timeout=30m
+# LABEL_FILTER selects Ginkgo specs by label. A filter that matches no spec
+# fails: test-integration and test-helm run only the packages with a matching
+# spec (hack/select-by-label.sh), test-e2e checks before starting anything, and
+# every Ginkgo run gets -ginkgo.fail-on-empty. Under `make test` each of them
+# checks on its own, so there the filter must match in every part (e.g. '!load').
 LABEL_FILTER ?=
-GINKGO_ARGS := $(if $(LABEL_FILTER),-ginkgo.label-filter='$(LABEL_FILTER)',) -ginkgo.v
+GINKGO_ARGS := $(if $(LABEL_FILTER),-ginkgo.label-filter='$(LABEL_FILTER)' -ginkgo.fail-on-empty,) -ginkgo.v
+# select-by-label,<go test flags>,<packages>: those of the packages with a spec
+# matching LABEL_FILTER (fails when there is none).
+select-by-label = GO='$(GO)' GO_TEST_FLAGS='$(1)' hack/select-by-label.sh '$(LABEL_FILTER)' $(2)
+E2E_TEST_FLAGS := -count=1 -timeout=30m
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -E '/test/(integration|e2e|localenv)(/|$$)')
 E2E_DOWN ?=
 # The chart suite needs the Helm CLI and runs under test-helm.
@@ -88,8 +97,9 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD into the chart (its only copy) 
 	$(CONTROLLER_GEN) rbac:roleName=cluster-proxy-addon-manager paths=./internal/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify
-verify: $(CONTROLLER_GEN) $(HELM) ## Fail if generated code, CRDs, RBAC, the chart, formatting, vet, go.mod tidiness or lint are off.
+verify: $(CONTROLLER_GEN) $(HELM) ## Fail if generated code, CRDs, RBAC, the chart, the image's COPY lines and binaries, formatting, vet, go.mod tidiness or lint (incl. depguard's dependency rules) are off.
 	hack/verify-chart.sh "$(MAKE)" "$(CONTROLLER_GEN)" "$(HELM)"
+	hack/verify-image.sh "$(PLATFORMS)"
 	hack/verify.sh "$(MAKE)"
 	$(MAKE) lint
 
@@ -122,19 +132,32 @@ test-unit: ## Run unit tests (with -race).
 	$(GO) test $(GO_TEST_FLAGS) $(UNIT_PKGS)
 
 .PHONY: test-integration
-test-integration: controlplane ## Run integration suites against a real kube-apiserver (with -race).
+test-integration: controlplane ## Run integration suites against a real kube-apiserver (with -race); with LABEL_FILTER only the suites with a matching spec, failing if none has one.
+ifeq ($(LABEL_FILTER),)
 	$(GO) test $(GO_TEST_FLAGS) $(INTEGRATION_PKGS) -args $(GINKGO_ARGS)
 	@# The local environment's packages: plain Go tests (the kubelet
 	@# stand-in's needs root and a real control plane).
 	$(GO) test $(GO_TEST_FLAGS) ./test/localenv/...
+else
+	pkgs=$$($(call select-by-label,$(GO_TEST_FLAGS),$(INTEGRATION_PKGS))); \
+		$(GO) test $(GO_TEST_FLAGS) $$pkgs -args $(GINKGO_ARGS)
+	@echo "test-integration: LABEL_FILTER is set: ./test/localenv/... (plain Go tests, no labels) did not run"
+endif
 
 .PHONY: test-e2e
-test-e2e: local-up ## Run the end-to-end suite on the local environment (starts it if it is not up; E2E_DOWN=1 stops it afterwards).
-	status=0; LOCAL_STATE_DIR=$(LOCAL_STATE_DIR) HELM=$(HELM) $(GO) test -v -count=1 -timeout=30m ./test/e2e/... -args $(GINKGO_ARGS) || status=$$?; \
+test-e2e: $(if $(LABEL_FILTER),e2e-label-filter) local-up ## Run the end-to-end suite on the local environment (starts it if it is not up; E2E_DOWN=1 stops it afterwards); a LABEL_FILTER matching no spec fails before anything starts.
+	status=0; LOCAL_STATE_DIR=$(LOCAL_STATE_DIR) HELM=$(HELM) $(GO) test -v $(E2E_TEST_FLAGS) ./test/e2e/... -args $(GINKGO_ARGS) || status=$$?; \
 	if [ "$(E2E_DOWN)" = 1 ]; then $(MAKE) local-down; fi; exit $$status
 
+# Fails when LABEL_FILTER matches no end-to-end spec (a dry run: the local
+# environment is not needed).
+.PHONY: e2e-label-filter
+e2e-label-filter:
+	$(call select-by-label,$(E2E_TEST_FLAGS),./test/e2e/...) >/dev/null
+
 .PHONY: test-helm
-test-helm: $(HELM) controlplane ## Test the Helm chart: lint, renders, RBAC and values drift, apply and helm install on a real kube-apiserver.
+test-helm: $(HELM) controlplane ## Test the Helm chart: lint, renders, RBAC and values drift, apply and helm install on a real kube-apiserver; a LABEL_FILTER matching no spec fails.
+	$(if $(LABEL_FILTER),$(call select-by-label,$(GO_TEST_FLAGS),./test/integration/helm/...) >/dev/null)
 	HELM=$(HELM) $(GO) test $(GO_TEST_FLAGS) ./test/integration/helm/... -args $(GINKGO_ARGS)
 
 BENCH_ARGS ?=

@@ -28,7 +28,7 @@ if ! diff -r -u config/rbac "$generated" >&2; then
   fail "config/rbac is not what the +kubebuilder:rbac markers generate (diff above): run 'make manifests', make charts/cluster-proxy/templates/{clusterrole,role}.yaml grant the same, and commit"
 fi
 
-if ! HELM="$helm" go test -count=1 ./test/integration/helm/ -args -ginkgo.label-filter=static >&2; then
+if ! HELM="$helm" go test -count=1 ./test/integration/helm/ -args -ginkgo.label-filter=static -ginkgo.fail-on-empty >&2; then
   fail "the chart's static checks failed (output above); 'make test-helm' runs all chart tests"
 fi
 
