@@ -189,7 +189,7 @@ func (t *tunnel) startServer(name string) {
 // connected.
 func (t *tunnel) waitReady() {
 	GinkgoHelper()
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	ctx, cancel := context.WithTimeout(GinkgoT().Context(), readyTimeout)
 	defer cancel()
 	err := framework.WaitHTTPOK(ctx, "http://127.0.0.1:"+strconv.Itoa(t.serverPorts.Health)+"/readyz", false, t.server)
 	Expect(err).NotTo(HaveOccurred(), "proxy-server log:\n%s\n\nproxy-agent log:\n%s",

@@ -166,7 +166,7 @@ func (a *proxyAgent) healthURL(path string) string {
 // p exits, and shows the logs of logs when it does not.
 func waitHTTPOK(url string, timeout time.Duration, p *framework.Process, logs ...*framework.Process) {
 	GinkgoHelper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(GinkgoT().Context(), timeout)
 	defer cancel()
 	err := framework.WaitHTTPOK(ctx, url, false, p)
 	if err != nil {

@@ -99,7 +99,7 @@ func setup(t *testing.T) *env {
 
 	g.Expect(netns.Delete(ctx, nodeNetns)).To(Succeed())
 	g.Expect(netns.Add(ctx, nodeNetns)).To(Succeed())
-	t.Cleanup(func() { g.Expect(netns.Delete(context.Background(), nodeNetns)).To(Succeed()) })
+	t.Cleanup(func() { g.Expect(netns.Delete(context.WithoutCancel(t.Context()), nodeNetns)).To(Succeed()) })
 	g.Expect(netns.AddBridge(ctx, nodeNetns, bridgeName, gateway+"/24")).To(Succeed())
 
 	// The image root must be searchable by the pods' non-root user.
@@ -136,7 +136,7 @@ func setup(t *testing.T) *env {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{})
+			pods, err := client.CoreV1().Pods(testNamespace).List(context.WithoutCancel(t.Context()), metav1.ListOptions{})
 			if err == nil {
 				for _, p := range pods.Items {
 					t.Logf("pod %s: phase %s, conditions %+v\ninit containers %+v\ncontainers %+v",
@@ -149,7 +149,7 @@ func setup(t *testing.T) *env {
 		}
 		// Whatever happened, leave no process, namespace or mount point.
 		g.Expect(KillRecorded(stateDir)).To(Succeed())
-		g.Expect(network.Cleanup(context.Background())).To(Succeed())
+		g.Expect(network.Cleanup(context.WithoutCancel(t.Context()))).To(Succeed())
 		g.Expect(CleanupCreatedDirs(stateDir)).To(Succeed())
 		g.Expect(podNetnses()).To(BeEmpty())
 	})
@@ -162,7 +162,7 @@ func (e *env) startKubelet(t *testing.T) {
 	g := NewWithT(t)
 	k, err := New(e.opts)
 	g.Expect(err).NotTo(HaveOccurred())
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), klog.Background()))
+	ctx, cancel := context.WithCancel(klog.NewContext(context.WithoutCancel(t.Context()), klog.Background()))
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()
 	e.kubelet = k

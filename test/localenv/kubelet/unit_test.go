@@ -402,11 +402,11 @@ func TestBridgeNetwork(t *testing.T) {
 	const node = "cpx-t-bridge"
 	g.Expect(netns.Delete(ctx, node)).To(Succeed())
 	g.Expect(netns.Add(ctx, node)).To(Succeed())
-	t.Cleanup(func() { _ = netns.Delete(context.Background(), node) })
+	t.Cleanup(func() { _ = netns.Delete(context.WithoutCancel(t.Context()), node) })
 	g.Expect(netns.AddBridge(ctx, node, "pods", "198.18.200.1/24")).To(Succeed())
 	n := &BridgeNetwork{NodeNetns: node, Bridge: "pods", Prefix: "198.18.200", Gateway: "198.18.200.1", NetnsPrefix: "cpx-t-b-"}
 	g.Expect(n.Validate()).To(Succeed())
-	t.Cleanup(func() { _ = n.Cleanup(context.Background()) })
+	t.Cleanup(func() { _ = n.Cleanup(context.WithoutCancel(t.Context())) })
 
 	// reachable checks that a listener in the pod namespace answers a dial
 	// from the node namespace.
