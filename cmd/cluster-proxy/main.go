@@ -1,7 +1,8 @@
-// Command cluster-proxy holds cluster-proxy's HTTP-side commands. Today it
-// has one subcommand, controllers, which keeps the service-proxy's serving
-// certificate fresh on the hub; user-server and service-proxy are being
-// built (see the open issues).
+// Command cluster-proxy holds cluster-proxy's HTTP-side commands:
+// controllers (hub) keeps the service-proxy's serving certificate fresh;
+// service-proxy (managed clusters) forwards requests that come through the
+// tunnel to the kube-apiserver or a Service. The user-server is being built
+// (see the open issues).
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/servicecert"
+	"open-cluster-management.io/cluster-proxy/internal/serviceproxy"
 	"open-cluster-management.io/cluster-proxy/internal/version"
 )
 
@@ -23,5 +25,8 @@ func main() {
 	controllers := servicecert.NewOptions()
 	root.AddCommand(command.New("controllers", "keep the service-proxy serving certificate fresh (hub)", controllers,
 		func(ctx context.Context) error { return servicecert.Run(ctx, controllers) }))
+	serviceProxy := serviceproxy.NewOptions()
+	root.AddCommand(command.New("service-proxy", "forward tunnelled requests to the kube-apiserver or a Service (managed cluster)", serviceProxy,
+		func(ctx context.Context) error { return serviceproxy.Run(ctx, serviceProxy) }))
 	command.Execute(root)
 }

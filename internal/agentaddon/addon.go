@@ -72,10 +72,10 @@ type Options struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
-// ErrServiceProxyNotAvailable refuses the service-proxy: the cluster-proxy
-// binary has no service-proxy command yet, so the agent chart has no
-// service-proxy container.
-var ErrServiceProxyNotAvailable = errors.New("the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)")
+// ErrServiceProxyNotAvailable refuses the service-proxy: the agent chart
+// has no service-proxy container yet (the command exists; its wiring into
+// the agent is an open issue).
+var ErrServiceProxyNotAvailable = errors.New("the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)")
 
 // New builds the cluster-proxy agent addon from the embedded chart. It
 // refuses Values.EnableServiceProxy with ErrServiceProxyNotAvailable.

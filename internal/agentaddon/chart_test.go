@@ -37,7 +37,7 @@ import (
 
 // chartServiceProxyNotAvailable is the reason in the chart's refusals of the
 // service-proxy's values.
-const chartServiceProxyNotAvailable = "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)"
+const chartServiceProxyNotAvailable = "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)"
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/ from the rendered charts")
 

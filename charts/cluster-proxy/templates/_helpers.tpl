@@ -160,13 +160,13 @@ tolerations:
 cluster-proxy.validate fails the render on values the schema cannot express,
 each message naming the value and what to do. It also refuses the values of
 parts this version does not ship (the cluster-proxy binary has no user-server
-or service-proxy command yet; the addon-manager has no ClusterProfile
-support): a value that is accepted must do what it says, so they fail the
+command yet and the agent chart does not deploy the service-proxy yet; the
+addon-manager has no ClusterProfile support): a value that is accepted must do what it says, so they fail the
 install rather than deploy nothing or a container that cannot start.
 */}}
 {{- define "cluster-proxy.validate" -}}
 {{- $userServer := "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)" -}}
-{{- $serviceProxy := "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)" -}}
+{{- $serviceProxy := "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)" -}}
 {{- if .Values.userServer.enabled -}}
 {{- fail (printf "userServer.enabled: %s; leave it false" $userServer) -}}
 {{- end -}}

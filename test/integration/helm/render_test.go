@@ -36,7 +36,7 @@ const (
 // Why the chart refuses the values of the parts this version does not ship.
 const (
 	userServerNotBuilt   = "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)"
-	serviceProxyNotBuilt = "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)"
+	serviceProxyNotBuilt = "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)"
 )
 
 // acceptedProfiles are value profiles that render, the defaults first;

@@ -54,7 +54,7 @@ accept them and do nothing. enableImpersonation is refused only when false:
 the service-proxy, once available, always impersonates.
 */}}
 {{- define "cluster-proxy-agent.validate" -}}
-{{- $unavailable := "the service-proxy is not available in this version of cluster-proxy (the cluster-proxy binary has no service-proxy command yet)" -}}
+{{- $unavailable := "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)" -}}
 {{- if eq (include "cluster-proxy-agent.isTrue" (index .Values "enableServiceProxy")) "true" -}}
 {{- fail (printf "enableServiceProxy: %s; leave it false" $unavailable) -}}
 {{- end -}}

@@ -1,0 +1,172 @@
+package serviceproxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"open-cluster-management.io/cluster-proxy/internal/identity"
+	"open-cluster-management.io/cluster-proxy/internal/serviceproxy/authn"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+)
+
+// callerRefusal is why a caller without the hub-issued client certificate
+// gets 403: the Cluster-Proxy-* headers decide where a request goes, so only
+// the user-server and konnectivity clients holding a certificate from the
+// cluster-proxy CA may send them.
+const callerRefusal = "the service-proxy serves only callers that present a client certificate issued by the cluster-proxy CA (the user-server's or a proxy-client certificate)"
+
+// Server forwards requests to their target: the kube-apiserver (after
+// authenticating the bearer token when Authn is set) or a Service.
+type Server struct {
+	// KubeAPIServer is the URL of the cluster's kube-apiserver.
+	KubeAPIServer *url.URL
+	// Anonymous reaches the kube-apiserver with no credentials of its own:
+	// the client's token goes through unchanged.
+	Anonymous http.RoundTripper
+	// Own reaches the kube-apiserver with the service-proxy's credentials,
+	// for impersonated requests.
+	Own http.RoundTripper
+	// Services reaches Services in the cluster.
+	Services http.RoundTripper
+	// Authn authenticates bearer tokens for the kube-apiserver; nil passes
+	// every request through with its own credentials.
+	Authn authn.Chain
+}
+
+// ServeHTTP checks the caller, resolves the target and forwards the request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := klog.FromContext(r.Context())
+	if err := checkCaller(r); err != nil {
+		writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, err.Error())
+		return
+	}
+	target, err := ResolveTarget(r.Header)
+	if err != nil {
+		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		return
+	}
+	out := r.Clone(r.Context())
+	for _, h := range []string{proxyv1alpha1.HeaderProto, proxyv1alpha1.HeaderNamespace, proxyv1alpha1.HeaderService, proxyv1alpha1.HeaderPort} {
+		out.Header.Del(h)
+	}
+	transport := s.Services
+	targetURL := target.URL
+	if target.KubeAPIServer {
+		targetURL, transport = s.KubeAPIServer, s.Anonymous
+		if s.Authn != nil {
+			impersonated, status, msg := s.authenticate(r.Context(), out)
+			if status != 0 {
+				log.V(2).Info("refused a request for the kube-apiserver", "reason", msg)
+				writeStatus(w, status, metav1.StatusReasonUnauthorized, msg)
+				return
+			}
+			if impersonated {
+				transport = s.Own
+			}
+		}
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = targetURL.Scheme
+			pr.Out.URL.Host = targetURL.Host
+			pr.Out.Host = targetURL.Host
+			pr.Out.Header = out.Header
+		},
+		Transport: transport,
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			log.V(2).Info("failed to reach the target", "target", targetURL.Host, "err", err.Error())
+			writeStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable,
+				fmt.Sprintf("the service-proxy failed to reach %s: %v", targetURL.Host, err))
+		},
+	}
+	proxy.ServeHTTP(w, out)
+}
+
+// authenticate authenticates the bearer token of r. A token of the managed
+// cluster goes through unchanged (with any Impersonate-* headers, which the
+// kube-apiserver authorises for that user). A token the hub vouches for is
+// replaced by the service-proxy's own credentials impersonating the hub
+// user (name and groups), with every client Impersonate-* header removed
+// first. It returns
+// whether the request is impersonated, or the status and message of a
+// refusal; the message never contains the token.
+func (s *Server) authenticate(ctx context.Context, r *http.Request) (impersonated bool, status int, msg string) {
+	token, ok := bearerToken(r.Header)
+	if !ok {
+		return false, http.StatusUnauthorized, "the request carries no bearer token (Authorization: Bearer <token>)"
+	}
+	res, err := s.Authn.Authenticate(ctx, token)
+	var rejected *authn.RejectedError
+	switch {
+	case errors.As(err, &rejected):
+		return false, http.StatusUnauthorized, "Unauthorized: " + err.Error()
+	case err != nil:
+		return false, http.StatusUnauthorized, "Unauthorized: authentication could not be completed: " + err.Error()
+	}
+	if !res.Provider.Impersonate {
+		return false, 0, ""
+	}
+	for name := range r.Header {
+		if strings.HasPrefix(http.CanonicalHeaderKey(name), "Impersonate-") {
+			r.Header.Del(name)
+		}
+	}
+	r.Header.Del("Authorization")
+	r.Header.Set(authenticationv1.ImpersonateUserHeader, res.User.GetName())
+	for _, g := range res.User.GetGroups() {
+		r.Header.Add(authenticationv1.ImpersonateGroupHeader, g)
+	}
+	// Only user and groups: the agent's RBAC grants impersonation of users
+	// and groups, not of UIDs or extra fields.
+	return true, 0, ""
+}
+
+// bearerToken returns the token of an "Authorization: Bearer <token>"
+// header.
+func bearerToken(h http.Header) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(h.Get("Authorization")), " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+		return "", false
+	}
+	return token, true
+}
+
+// checkCaller accepts callers whose client certificate the cluster-proxy
+// CA issued and that is not a proxy-agent's.
+func checkCaller(r *http.Request) error {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return errors.New(callerRefusal + "; this request presented none")
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	if leaf.Subject.CommonName == identity.ProxyAgentUser {
+		return errors.New(callerRefusal + "; a proxy-agent certificate is not one")
+	}
+	return nil
+}
+
+// writeStatus answers with a Kubernetes Status object, which kubectl and
+// client-go show as the error.
+func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
+	status := metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusFailure,
+		Message:  msg,
+		Reason:   reason,
+		Code:     int32(code),
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(status)
+}
