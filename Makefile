@@ -124,12 +124,24 @@ images: ## Build the multi-arch image with docker buildx (needs a container engi
 ##@ Test
 
 .PHONY: test
-test: test-unit test-integration test-helm ## Run unit, integration, chart and end-to-end tests (the e2e environment is stopped afterwards): the CI command.
+test: test-unit test-fuzz test-integration test-helm ## Run unit, fuzz (short), integration, chart and end-to-end tests (the e2e environment is stopped afterwards): the CI command.
 	$(MAKE) test-e2e E2E_DOWN=1 || { $(MAKE) local-down; exit 1; }
 
 .PHONY: test-unit
 test-unit: ## Run unit tests (with -race).
 	$(GO) test $(GO_TEST_FLAGS) $(UNIT_PKGS)
+
+# Fuzz targets, as <package>:<FuzzFunc>; make test runs each for FUZZ_TIME
+# (their seed corpora also run as plain tests in test-unit).
+FUZZ_TARGETS := ./internal/serviceproxy:FuzzResolveTarget
+FUZZ_TIME ?= 15s
+
+.PHONY: test-fuzz
+test-fuzz: ## Run every fuzz target for FUZZ_TIME (default 15s each).
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzzing $${t#*:} in $${t%%:*} for $(FUZZ_TIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) "$${t%%:*}" || exit 1; \
+	done
 
 .PHONY: test-integration
 test-integration: controlplane ## Run integration suites against a real kube-apiserver (with -race); with LABEL_FILTER only the suites with a matching spec, failing if none has one.
