@@ -10,19 +10,29 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apiserver/plugin/pkg/authenticator/token/oidc"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/klog/v2"
 
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/serviceproxy/authn"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
+
+// podNamespaceEnv names the environment variable that holds the
+// service-proxy's namespace, where --oidc-ca-configmap lives.
+const podNamespaceEnv = "POD_NAMESPACE"
 
 // Options are the settings of `cluster-proxy service-proxy`, with the
 // existing addon's flag names and defaults where it has them.
@@ -57,6 +67,23 @@ type Options struct {
 	// KubeAPIQPS and KubeAPIBurst limit the TokenReview clients.
 	KubeAPIQPS   float32
 	KubeAPIBurst int
+
+	// OIDCIssuerURL turns on the OpenID Connect provider, third in the
+	// chain: ID tokens of this issuer for OIDCClientID are accepted, and
+	// their requests forwarded impersonating the user. The other OIDC*
+	// fields are the kube-apiserver's --oidc-* flags (authn.OIDCConfig).
+	OIDCIssuerURL, OIDCClientID           string
+	OIDCUsernameClaim, OIDCUsernamePrefix string
+	OIDCGroupsClaim, OIDCGroupsPrefix     string
+	OIDCReservedNamePrefixes              []string
+	OIDCSigningAlgs                       []string
+	OIDCRequiredClaims                    map[string]string
+	// OIDCCAConfigMap names the ConfigMap in PodNamespace whose key ca.crt
+	// is the issuer's CA, reloaded when it changes; empty trusts the host's
+	// roots.
+	OIDCCAConfigMap string
+	// PodNamespace is the service-proxy's namespace (from $POD_NAMESPACE).
+	PodNamespace string
 }
 
 // NewOptions returns the existing addon's service-proxy defaults.
@@ -75,6 +102,10 @@ func NewOptions() *Options {
 		MinDrainDuration:      10 * time.Second,
 		KubeAPIQPS:            50,
 		KubeAPIBurst:          100,
+
+		OIDCUsernameClaim:        "sub",
+		OIDCReservedNamePrefixes: []string{"system:"},
+		OIDCSigningAlgs:          []string{"RS256"},
 	}
 }
 
@@ -98,10 +129,26 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.MinDrainDuration, "min-drain-duration", o.MinDrainDuration, "How long the service-proxy reports not ready before it stops accepting requests.")
 	fs.Float32Var(&o.KubeAPIQPS, "kube-api-qps", o.KubeAPIQPS, "QPS of the TokenReview clients.")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", o.KubeAPIBurst, "Burst of the TokenReview clients.")
+
+	fs.StringVar(&o.OIDCIssuerURL, "oidc-issuer-url", o.OIDCIssuerURL, "The https URL of an OpenID Connect issuer whose ID tokens are accepted (after the managed and the hub TokenReview), their requests forwarded impersonating the user. Needs --oidc-client-id.")
+	fs.StringVar(&o.OIDCClientID, "oidc-client-id", o.OIDCClientID, "The client ID the ID tokens must be issued for (their audience).")
+	fs.StringVar(&o.OIDCUsernameClaim, "oidc-username-claim", o.OIDCUsernameClaim, "The claim that holds the user name. For \"email\", email_verified must not be false.")
+	fs.StringVar(&o.OIDCUsernamePrefix, "oidc-username-prefix", o.OIDCUsernamePrefix, "Prefix of every OIDC user name. Empty: \"<issuer URL>#\", except for the email claim; \"-\": no prefix.")
+	fs.StringVar(&o.OIDCGroupsClaim, "oidc-groups-claim", o.OIDCGroupsClaim, "The claim that holds the groups (a string or a list of strings); empty: no groups.")
+	fs.StringVar(&o.OIDCGroupsPrefix, "oidc-groups-prefix", o.OIDCGroupsPrefix, "Prefix of every OIDC group.")
+	fs.StringSliceVar(&o.OIDCReservedNamePrefixes, "oidc-reserved-name-prefixes", o.OIDCReservedNamePrefixes, "Tokens whose (prefixed) user name or a group starts with one of these are refused; an empty list turns the check off.")
+	fs.StringVar(&o.OIDCCAConfigMap, "oidc-ca-configmap", o.OIDCCAConfigMap, "ConfigMap in $POD_NAMESPACE whose key ca.crt (data or binaryData) is the issuer's CA, reloaded when it changes; until it is usable, OIDC tokens are refused. Empty: the host's root CAs.")
+	fs.StringSliceVar(&o.OIDCSigningAlgs, "oidc-signing-algs", o.OIDCSigningAlgs, "Signature algorithms ID tokens may use: "+strings.Join(oidc.AllValidSigningAlgorithms(), ", ")+".")
+	fs.Var(cliflag.NewMapStringStringNoSplit(&o.OIDCRequiredClaims), "oidc-required-claim", "A claim=value every ID token must carry (a string claim); repeat the flag for more claims.")
 }
 
-// Complete has nothing to fill in.
-func (o *Options) Complete() error { return nil }
+// Complete fills in the pod namespace from the environment.
+func (o *Options) Complete() error {
+	if o.PodNamespace == "" {
+		o.PodNamespace = os.Getenv(podNamespaceEnv)
+	}
+	return nil
+}
 
 // Validate reports every invalid option, each naming its flag.
 func (o *Options) Validate() error {
@@ -134,7 +181,82 @@ func (o *Options) Validate() error {
 	if o.KubeAPIQPS <= 0 || o.KubeAPIBurst <= 0 {
 		errs = append(errs, fmt.Errorf("invalid --kube-api-qps %v / --kube-api-burst %d: both must be positive", o.KubeAPIQPS, o.KubeAPIBurst))
 	}
+	errs = append(errs, o.validateOIDC()...)
 	return errors.Join(errs...)
+}
+
+// validateOIDC checks the --oidc-* flags, each problem naming its flag; with
+// no issuer, OIDC is off and only --oidc-client-id is checked.
+func (o *Options) validateOIDC() []error {
+	if o.OIDCIssuerURL == "" {
+		if o.OIDCClientID != "" {
+			return []error{errors.New("--oidc-client-id needs --oidc-issuer-url: set both or neither")}
+		}
+		return nil
+	}
+	var errs []error
+	if o.OIDCClientID == "" {
+		errs = append(errs, errors.New("--oidc-issuer-url needs --oidc-client-id: set both or neither"))
+	}
+	if u, err := url.Parse(o.OIDCIssuerURL); err != nil {
+		errs = append(errs, fmt.Errorf("invalid --oidc-issuer-url %q: %w", o.OIDCIssuerURL, err))
+	} else if u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, fmt.Errorf("invalid --oidc-issuer-url %q: must be an https URL with a host and no user, query or fragment", o.OIDCIssuerURL))
+	}
+	if o.OIDCUsernameClaim == "" {
+		errs = append(errs, errors.New("--oidc-username-claim must not be empty"))
+	}
+	for i, prefix := range o.OIDCReservedNamePrefixes {
+		if prefix == "" {
+			errs = append(errs, fmt.Errorf("invalid --oidc-reserved-name-prefixes: element %d is empty (pass an empty list to turn the check off)", i+1))
+		}
+	}
+	if len(o.OIDCSigningAlgs) == 0 {
+		errs = append(errs, errors.New("--oidc-signing-algs must not be empty"))
+	}
+	for _, alg := range o.OIDCSigningAlgs {
+		if !slices.Contains(oidc.AllValidSigningAlgorithms(), alg) {
+			errs = append(errs, fmt.Errorf("invalid --oidc-signing-algs %q: supported are %s", alg, strings.Join(oidc.AllValidSigningAlgorithms(), ", ")))
+		}
+	}
+	for claim := range o.OIDCRequiredClaims {
+		if claim == "" {
+			errs = append(errs, errors.New("invalid --oidc-required-claim: the claim name is empty (expected claim=value)"))
+		}
+	}
+	if o.OIDCCAConfigMap != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(o.OIDCCAConfigMap) {
+			errs = append(errs, fmt.Errorf("invalid --oidc-ca-configmap %q: %s", o.OIDCCAConfigMap, msg))
+		}
+		if o.PodNamespace == "" {
+			errs = append(errs, fmt.Errorf("--oidc-ca-configmap needs the environment variable %s (the ConfigMap's namespace)", podNamespaceEnv))
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	// What the flags cannot show on their own, the JWT authenticator's
+	// validation finds.
+	config := o.oidcConfig()
+	if err := config.Validate(); err != nil {
+		return []error{fmt.Errorf("invalid --oidc-* flags: %w", err)}
+	}
+	return nil
+}
+
+// oidcConfig is the OIDC provider's configuration from the flags.
+func (o *Options) oidcConfig() authn.OIDCConfig {
+	return authn.OIDCConfig{
+		IssuerURL:            o.OIDCIssuerURL,
+		ClientID:             o.OIDCClientID,
+		UsernameClaim:        o.OIDCUsernameClaim,
+		UsernamePrefix:       o.OIDCUsernamePrefix,
+		GroupsClaim:          o.OIDCGroupsClaim,
+		GroupsPrefix:         o.OIDCGroupsPrefix,
+		ReservedNamePrefixes: o.OIDCReservedNamePrefixes,
+		SigningAlgs:          o.OIDCSigningAlgs,
+		RequiredClaims:       o.OIDCRequiredClaims,
+	}
 }
 
 // Log writes the effective options.
@@ -146,13 +268,33 @@ func (o *Options) Log(log logr.Logger) {
 		"tokenReviewCacheTTL", o.TokenReviewCacheTTL, "maxIdleConns", o.MaxIdleConns, "idleConnTimeout", o.IdleConnTimeout,
 		"tlsHandshakeTimeout", o.TLSHandshakeTimeout, "expectContinueTimeout", o.ExpectContinueTimeout,
 		"drainTimeout", o.DrainTimeout, "minDrainDuration", o.MinDrainDuration,
-		"kubeAPIQPS", o.KubeAPIQPS, "kubeAPIBurst", o.KubeAPIBurst)
+		"kubeAPIQPS", o.KubeAPIQPS, "kubeAPIBurst", o.KubeAPIBurst,
+		"podNamespace", o.PodNamespace,
+		"oidcIssuerURL", o.OIDCIssuerURL, "oidcClientID", o.OIDCClientID,
+		"oidcUsernameClaim", o.OIDCUsernameClaim, "oidcUsernamePrefix", o.OIDCUsernamePrefix,
+		"oidcGroupsClaim", o.OIDCGroupsClaim, "oidcGroupsPrefix", o.OIDCGroupsPrefix,
+		"oidcReservedNamePrefixes", o.OIDCReservedNamePrefixes, "oidcSigningAlgs", o.OIDCSigningAlgs,
+		"oidcRequiredClaims", requiredClaims(o.OIDCRequiredClaims), "oidcCAConfigMap", o.OIDCCAConfigMap)
+}
+
+// requiredClaims lists claim=value pairs in claim order.
+func requiredClaims(m map[string]string) []string {
+	pairs := make([]string, 0, len(m))
+	for claim, value := range m {
+		pairs = append(pairs, claim+"="+value)
+	}
+	sort.Strings(pairs)
+	return pairs
 }
 
 // Run serves until ctx is done, then drains. The options must be validated.
 func Run(ctx context.Context, o *Options) error {
 	log := klog.FromContext(ctx)
-	server, err := o.newServer()
+	// The authenticators' background work (OIDC discovery and key fetching,
+	// the CA ConfigMap's informer) lasts until the drain is over.
+	authnCtx, stopAuthn := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAuthn()
+	server, err := o.newServer(authnCtx)
 	if err != nil {
 		return err
 	}
@@ -213,8 +355,9 @@ func Run(ctx context.Context, o *Options) error {
 }
 
 // newServer builds the handler: the kube-apiserver target, the transports
-// and the authentication chain.
-func (o *Options) newServer() (*Server, error) {
+// and the authentication chain, whose background work (OIDC) runs until ctx
+// is done.
+func (o *Options) newServer(ctx context.Context) (*Server, error) {
 	managed, err := kubeconfig.Load(o.Kubeconfig)
 	if err != nil {
 		return nil, err
@@ -268,11 +411,29 @@ func (o *Options) newServer() (*Server, error) {
 		Own:           own,
 		Services:      o.transport(serviceTLS),
 	}
+	s.Authn, err = o.newChain(ctx, managed)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newChain builds the authentication chain: none when neither hub
+// authentication nor OIDC is on (tokens then go through unchanged);
+// otherwise the managed TokenReview, then the hub's (impersonating hub
+// users), then OIDC (impersonating its users, names as the flags map them).
+func (o *Options) newChain(ctx context.Context, managed *rest.Config) (authn.Chain, error) {
+	if !o.EnableImpersonation && o.OIDCIssuerURL == "" {
+		return nil, nil
+	}
+	managedClient, err := kubernetes.NewForConfig(managed)
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the managed cluster client: %w", err)
+	}
+	chain := authn.Chain{
+		{Name: "managed", Token: authn.Cached(&authn.TokenReview{Client: managedClient.AuthenticationV1().TokenReviews()}, o.TokenReviewCacheTTL)},
+	}
 	if o.EnableImpersonation {
-		managedClient, err := kubernetes.NewForConfig(managed)
-		if err != nil {
-			return nil, fmt.Errorf("failed to create the managed cluster client: %w", err)
-		}
 		hubConfig, err := kubeconfig.Load(o.HubKubeconfig)
 		if err != nil {
 			return nil, err
@@ -282,12 +443,29 @@ func (o *Options) newServer() (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("failed to create the hub client: %w", err)
 		}
-		s.Authn = authn.Chain{
-			{Name: "managed", Token: authn.Cached(&authn.TokenReview{Client: managedClient.AuthenticationV1().TokenReviews()}, o.TokenReviewCacheTTL)},
-			{Name: "hub", Token: authn.Cached(&authn.TokenReview{Client: hubClient.AuthenticationV1().TokenReviews()}, o.TokenReviewCacheTTL), Impersonate: true, MapUser: authn.HubUser},
-		}
+		chain = append(chain, &authn.Provider{Name: "hub", Token: authn.Cached(&authn.TokenReview{Client: hubClient.AuthenticationV1().TokenReviews()}, o.TokenReviewCacheTTL), Impersonate: true, MapUser: authn.HubUser})
 	}
-	return s, nil
+	if o.OIDCIssuerURL != "" {
+		provider, err := authn.NewOIDC(o.oidcConfig())
+		if err != nil {
+			return nil, err
+		}
+		if o.OIDCCAConfigMap == "" {
+			if err := provider.UseCA(ctx, nil); err != nil {
+				return nil, err
+			}
+		} else {
+			go func() {
+				if err := authn.WatchOIDCCA(ctx, managedClient, o.PodNamespace, o.OIDCCAConfigMap, provider); err != nil {
+					klog.FromContext(ctx).Error(err, "OIDC tokens are refused: the CA ConfigMap cannot be watched")
+				}
+			}()
+		}
+		// Not cached: ID tokens are verified locally, and a cached success
+		// would outlive the token's expiry.
+		chain = append(chain, &authn.Provider{Name: "oidc", Token: provider, Impersonate: true})
+	}
+	return chain, nil
 }
 
 // transport is the outbound transport: HTTP/1.1 only, so SPDY and WebSocket

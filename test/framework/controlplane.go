@@ -4,13 +4,18 @@
 package framework
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -154,6 +159,15 @@ type APIServerOptions struct {
 	// are refused until the service account exists (kube-controller-manager's
 	// "serviceaccount" controller creates "default").
 	ServiceAccountAdmission bool
+	// ServiceAccountIssuerDiscovery makes the API server an OpenID Connect
+	// issuer anyone can use: its service-account issuer
+	// (ServiceAccountIssuer) serves /.well-known/openid-configuration and
+	// the keys at a loopback address (--external-hostname=127.0.0.1; by
+	// default the keys' URL names the host's own address, where the API
+	// server does not listen), and system:service-account-issuer-discovery
+	// is bound to system:unauthenticated. Its TokenRequest tokens are then
+	// ID tokens any OIDC client can verify.
+	ServiceAccountIssuerDiscovery bool
 }
 
 // StartAPIServerWithOptions is StartAPIServer with options.
@@ -179,11 +193,43 @@ func StartAPIServerWithOptions(o APIServerOptions) (*APIServer, error) {
 	if o.ServiceAccountAdmission {
 		env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
 	}
+	if o.ServiceAccountIssuerDiscovery {
+		env.ControlPlane.GetAPIServer().Configure().Set("external-hostname", "127.0.0.1")
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("failed to start kube-apiserver and etcd from %s: %w", assets, err)
 	}
-	return &APIServer{Config: cfg, KubeConfig: env.KubeConfig, env: env}, nil
+	s := &APIServer{Config: cfg, KubeConfig: env.KubeConfig, env: env}
+	if o.ServiceAccountIssuerDiscovery {
+		if err := s.allowIssuerDiscovery(); err != nil {
+			_ = s.Stop()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// allowIssuerDiscovery binds system:service-account-issuer-discovery to
+// system:unauthenticated.
+func (s *APIServer) allowIssuerDiscovery() error {
+	c, err := kubernetes.NewForConfig(s.Config)
+	if err != nil {
+		return fmt.Errorf("failed to create a client of the API server: %w", err)
+	}
+	// Bounded: the API server has just reported healthy.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const role = "system:service-account-issuer-discovery"
+	_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role + ":unauthenticated"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:unauthenticated"}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("failed to bind %s to system:unauthenticated: %w", role, err)
+	}
+	return nil
 }
 
 // Stop stops the API server and etcd and removes their data.
@@ -203,4 +249,18 @@ func (s *APIServer) AddUser(name string, groups ...string) (*rest.Config, error)
 		return nil, fmt.Errorf("failed to add user %s: %w", name, err)
 	}
 	return user.Config(), nil
+}
+
+// ServiceAccountIssuer returns the API server's service-account issuer
+// (envtest sets https://<address>:<port>/): the "iss" of the tokens its
+// TokenRequest API issues, and an OpenID Connect issuer whose
+// /.well-known/openid-configuration and keys the API server serves — to
+// callers the RBAC role system:service-account-issuer-discovery is bound to.
+func (s *APIServer) ServiceAccountIssuer() string {
+	return s.env.ControlPlane.GetAPIServer().SecureServing.URL("https", "/").String()
+}
+
+// CAPEM returns the CA that issued the API server's serving certificate.
+func (s *APIServer) CAPEM() []byte {
+	return s.Config.CAData
 }

@@ -1,8 +1,9 @@
 // Package authn authenticates the bearer tokens the service-proxy receives
 // for the kube-apiserver target: a chain of providers tried in order —
-// the managed cluster's TokenReview, then the hub's — where only a
-// rejection falls through to the next provider and any other failure stops
-// the chain, so an outage never turns into a different identity.
+// the managed cluster's TokenReview, then the hub's, then an OpenID Connect
+// issuer's ID tokens — where only a rejection falls through to the next
+// provider and any other failure stops the chain, so an outage never turns
+// into a different identity.
 package authn
 
 import (
@@ -55,24 +56,36 @@ type Result struct {
 type RejectedError struct {
 	// Tried names the providers, in order.
 	Tried []string
+	// Reasons are the reasons providers gave (*InvalidTokenError), each
+	// "<provider>: <reason>".
+	Reasons []string
 }
 
 func (e *RejectedError) Error() string {
-	return "the token was rejected by every authenticator tried: " + strings.Join(e.Tried, ", ")
+	msg := "the token was rejected by every authenticator tried: " + strings.Join(e.Tried, ", ")
+	if len(e.Reasons) > 0 {
+		msg += " (" + strings.Join(e.Reasons, "; ") + ")"
+	}
+	return msg
 }
 
 // Chain tries its providers in order.
 type Chain []*Provider
 
 // Authenticate returns the first provider's result that accepts token. A
-// rejection tries the next provider; any other error stops at once and is
-// returned naming the provider. When all reject, the error is a
-// *RejectedError.
+// rejection (or an *InvalidTokenError) tries the next provider; any other
+// error stops at once and is returned naming the provider. When all reject,
+// the error is a *RejectedError.
 func (c Chain) Authenticate(ctx context.Context, token string) (*Result, error) {
-	var tried []string
+	var tried, reasons []string
 	for _, p := range c {
 		resp, ok, err := p.Token.AuthenticateToken(ctx, token)
-		if err != nil {
+		var invalid *InvalidTokenError
+		switch {
+		case errors.As(err, &invalid):
+			reasons = append(reasons, p.Name+": "+invalid.Reason)
+			ok = false
+		case err != nil:
 			return nil, fmt.Errorf("the %s authenticator failed: %w", p.Name, err)
 		}
 		tried = append(tried, p.Name)
@@ -85,7 +98,7 @@ func (c Chain) Authenticate(ctx context.Context, token string) (*Result, error) 
 		}
 		return &Result{Provider: p, User: u}, nil
 	}
-	return nil, &RejectedError{Tried: tried}
+	return nil, &RejectedError{Tried: tried, Reasons: reasons}
 }
 
 // Cached wraps token with a cache of its results (successes and rejections,

@@ -91,3 +91,29 @@ func TestCached(t *testing.T) {
 	g.Expect(f.calls).To(Equal(1))
 	g.Expect(Cached(f, 0)).To(BeIdenticalTo(f), "a TTL of 0 disables the cache")
 }
+
+// refusing refuses every token with an *InvalidTokenError.
+type refusing struct{ reason string }
+
+func (r refusing) AuthenticateToken(context.Context, string) (*authenticator.Response, bool, error) {
+	return nil, false, &InvalidTokenError{Reason: r.reason}
+}
+
+func TestChainInvalidToken(t *testing.T) {
+	g := NewWithT(t)
+	alice := &user.DefaultInfo{Name: "alice"}
+	chain := Chain{
+		{Name: "managed", Token: &fixed{}},
+		{Name: "oidc", Token: refusing{reason: "verify token: token is expired"}, Impersonate: true},
+	}
+	_, err := chain.Authenticate(t.Context(), "token")
+	g.Expect(err).To(MatchError(&RejectedError{Tried: []string{"managed", "oidc"}, Reasons: []string{"oidc: verify token: token is expired"}}))
+	g.Expect(err).To(MatchError("the token was rejected by every authenticator tried: managed, oidc (oidc: verify token: token is expired)"))
+
+	// An invalid token for one provider falls through to the next.
+	next := &fixed{user: alice}
+	chain = Chain{{Name: "oidc", Token: refusing{reason: "expected audience"}}, {Name: "last", Token: next}}
+	res, err := chain.Authenticate(t.Context(), "token")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.Provider.Name).To(Equal("last"))
+}

@@ -44,9 +44,14 @@ func kubeHeaders() http.Header {
 	return h
 }
 
-// call sends method path with headers and body to the service-proxy,
-// presenting cert when it is not nil.
+// call sends method path with headers and body to the suite's
+// service-proxy, presenting cert when it is not nil.
 func call(ctx context.Context, cert *tls.Certificate, method, path string, headers http.Header, body []byte) (response, error) {
+	return callAt(ctx, address, cert, method, path, headers, body)
+}
+
+// callAt is call for the service-proxy at address.
+func callAt(ctx context.Context, address string, cert *tls.Certificate, method, path string, headers http.Header, body []byte) (response, error) {
 	tlsConfig := &tls.Config{RootCAs: caPool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	if cert != nil {
 		tlsConfig.Certificates = []tls.Certificate{*cert}
@@ -72,6 +77,12 @@ func call(ctx context.Context, cert *tls.Certificate, method, path string, heade
 // user-server does (proxy-client certificate, target headers).
 func asUser(ctx context.Context, token, method, path string, body []byte, extra ...string) response {
 	GinkgoHelper()
+	return asUserAt(ctx, address, token, method, path, body, extra...)
+}
+
+// asUserAt is asUser for the service-proxy at address.
+func asUserAt(ctx context.Context, address, token, method, path string, body []byte, extra ...string) response {
+	GinkgoHelper()
 	h := kubeHeaders()
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
@@ -79,7 +90,7 @@ func asUser(ctx context.Context, token, method, path string, body []byte, extra 
 	for i := 0; i+1 < len(extra); i += 2 {
 		h.Add(extra[i], extra[i+1])
 	}
-	r, err := call(ctx, &proxyClient, method, path, h, body)
+	r, err := callAt(ctx, address, &proxyClient, method, path, h, body)
 	Expect(err).NotTo(HaveOccurred())
 	return r
 }
@@ -87,8 +98,19 @@ func asUser(ctx context.Context, token, method, path string, body []byte, extra 
 // whoAmI asks the managed kube-apiserver who the request arrived as.
 func whoAmI(ctx context.Context, token string, extra ...string) authenticationv1.UserInfo {
 	GinkgoHelper()
-	body := []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`)
-	r := asUser(ctx, token, http.MethodPost, "/apis/authentication.k8s.io/v1/selfsubjectreviews", body, extra...)
+	return whoAmIAt(ctx, address, token, extra...)
+}
+
+// selfSubjectReview is a SelfSubjectReview request's body.
+var selfSubjectReview = []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`)
+
+// selfSubjectReviewPath is where SelfSubjectReviews are created.
+const selfSubjectReviewPath = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+
+// whoAmIAt is whoAmI through the service-proxy at address.
+func whoAmIAt(ctx context.Context, address, token string, extra ...string) authenticationv1.UserInfo {
+	GinkgoHelper()
+	r := asUserAt(ctx, address, token, http.MethodPost, selfSubjectReviewPath, selfSubjectReview, extra...)
 	Expect(r.code).To(Equal(http.StatusCreated), "body %s", r.body)
 	var review authenticationv1.SelfSubjectReview
 	Expect(json.Unmarshal([]byte(r.body), &review)).To(Succeed())

@@ -2,7 +2,8 @@
 // binary between two real kube-apiservers — a managed cluster's and a hub's —
 // with real TLS: caller certificates, target headers, and the
 // authentication chain (managed TokenReview, then hub TokenReview with
-// impersonation).
+// impersonation, then OIDC ID tokens of a real issuer: the hub
+// kube-apiserver's service-account issuer).
 package serviceproxy_test
 
 import (
@@ -53,6 +54,10 @@ var (
 	// serviceProxy is the running binary; address its HTTPS address.
 	serviceProxy           *framework.Process
 	address, healthAddress string
+	// binary is the cluster-proxy binary; serviceProxies every
+	// service-proxy the suite started, whose logs a failed spec shows.
+	binary         string
+	serviceProxies []*framework.Process
 )
 
 func TestServiceProxy(t *testing.T) {
@@ -61,7 +66,8 @@ func TestServiceProxy(t *testing.T) {
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {
-	binary, err := framework.BuildBinary("./cmd/cluster-proxy", "cluster-proxy")
+	var err error
+	binary, err = framework.BuildBinary("./cmd/cluster-proxy", "cluster-proxy")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, filepath.Dir(binary))
 	dir = GinkgoT().TempDir()
@@ -70,7 +76,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	managed, err = framework.StartAPIServer()
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(managed.Stop)
-	hub, err = framework.StartAPIServer()
+	// The hub is the OIDC specs' issuer too.
+	hub, err = framework.StartAPIServerWithOptions(framework.APIServerOptions{ServiceAccountIssuerDiscovery: true})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(hub.Stop)
 	managedClient = kubernetes.NewForConfigOrDie(managed.Config)
@@ -132,32 +139,47 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	for name, data := range files {
 		Expect(os.WriteFile(filepath.Join(dir, name), data, 0o600)).To(Succeed())
 	}
+	serviceProxy, address, healthAddress = startServiceProxy(ctx, "service-proxy", []string{"--min-drain-duration=2s"}, nil)
+})
+
+// startServiceProxy starts a service-proxy named name (its log is
+// <dir>/<name>.log) with the suite's certificates and kubeconfigs plus args
+// and env, waits until it is ready, and returns it with its HTTPS and
+// health addresses. It is stopped after the suite (or the container that
+// started it).
+func startServiceProxy(ctx context.Context, name string, args, env []string) (p *framework.Process, address, healthAddress string) {
+	GinkgoHelper()
 	port, err := framework.FreeLoopbackPort()
 	Expect(err).NotTo(HaveOccurred())
 	healthPort, err := framework.FreeLoopbackPort()
 	Expect(err).NotTo(HaveOccurred())
 	address, healthAddress = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", healthPort)
-	serviceProxy, err = framework.StartProcess("service-proxy", binary, []string{
+	p, err = framework.StartProcess(name, binary, append([]string{
 		"service-proxy",
 		"--cert=" + filepath.Join(dir, "tls.crt"), "--key=" + filepath.Join(dir, "tls.key"),
 		"--client-ca=" + filepath.Join(dir, "ca.crt"),
 		"--kubeconfig=" + filepath.Join(dir, "managed.kubeconfig"),
 		"--hub-kubeconfig=" + filepath.Join(dir, "hub.kubeconfig"),
 		"--bind-address=" + address, "--health-bind-address=" + healthAddress,
-		"--min-drain-duration=2s", "--v=4",
-	}, nil, dir)
+		"--v=4",
+	}, args...), env, dir)
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(serviceProxy.Stop)
+	serviceProxies = append(serviceProxies, p)
+	DeferCleanup(p.Stop)
 	waitCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	Expect(framework.WaitHTTPOK(waitCtx, "http://"+healthAddress+"/readyz", false, serviceProxy)).To(Succeed(),
-		"log:\n%s", serviceProxy.LogTail(40))
-})
+	Expect(framework.WaitHTTPOK(waitCtx, "http://"+healthAddress+"/readyz", false, p)).To(Succeed(),
+		"log:\n%s", p.LogTail(40))
+	return p, address, healthAddress
+}
 
-// When a spec fails, show what the service-proxy logged.
+// When a spec fails, show what the service-proxies logged.
 var _ = AfterEach(func() {
-	if CurrentSpecReport().Failed() && serviceProxy != nil {
-		_, _ = fmt.Fprintf(GinkgoWriter, "\n----- service-proxy log -----\n%s\n", serviceProxy.LogTail(60))
+	if !CurrentSpecReport().Failed() {
+		return
+	}
+	for _, p := range serviceProxies {
+		_, _ = fmt.Fprintf(GinkgoWriter, "\n----- %s log -----\n%s\n", p.Name, p.LogTail(60))
 	}
 })
 
