@@ -40,25 +40,39 @@ type hosts struct {
 	// static are extra names, e.g. the hub's names in a managed cluster.
 	static map[string]string
 
-	mu         sync.Mutex
-	namespaces map[string]bool
-	table      map[string][]string // fully qualified name -> addresses
+	mu sync.Mutex
+	// files are the files handed out, by file name: a namespace's, or a
+	// pod's with hostAliases.
+	files map[string]hostsFile
+	table map[string][]string // fully qualified name -> addresses
+}
+
+// hostsFile is what one hosts file holds: the names of a namespace and the
+// host aliases of the pod it belongs to, if any.
+type hostsFile struct {
+	namespace string
+	aliases   []corev1.HostAlias
 }
 
 func newHosts(dir string, client kubernetes.Interface, apiServer string, static map[string]string) *hosts {
 	return &hosts{dir: dir, client: client, apiServer: apiServer, static: static,
-		namespaces: map[string]bool{}, table: map[string][]string{}}
+		files: map[string]hostsFile{}, table: map[string][]string{}}
 }
 
-// Path returns the hosts file for pods in namespace, writing it first if
-// it does not exist yet.
-func (h *hosts) Path(namespace string) string {
+// Path returns the hosts file of pod, writing it first if it does not exist
+// yet: its namespace's file, or, for a pod with hostAliases, a file of its
+// own that adds them.
+func (h *hosts) Path(pod *corev1.Pod) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.namespaces[namespace] = true
-	path := filepath.Join(h.dir, namespace)
+	name := pod.Namespace
+	if len(pod.Spec.HostAliases) > 0 {
+		name = pod.Namespace + "_" + string(pod.UID)
+	}
+	h.files[name] = hostsFile{namespace: pod.Namespace, aliases: pod.Spec.HostAliases}
+	path := filepath.Join(h.dir, name)
 	if _, err := os.Stat(path); err != nil {
-		_ = h.write(namespace)
+		_ = h.write(name)
 	}
 	return path
 }
@@ -128,17 +142,19 @@ func (h *hosts) refresh(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.table = table
-	for ns := range h.namespaces {
-		if err := h.write(ns); err != nil {
+	for name := range h.files {
+		if err := h.write(name); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// write renders the file of namespace from the table, in place (pods have
-// it bind-mounted, which pins the inode), and only when it changed.
-func (h *hosts) write(namespace string) error {
+// write renders the file name from the table, in place (pods have it
+// bind-mounted, which pins the inode), and only when it changed.
+func (h *hosts) write(name string) error {
+	file := h.files[name]
+	namespace := file.namespace
 	var b bytes.Buffer
 	b.WriteString("127.0.0.1 localhost\n::1 localhost\n")
 	names := make([]string, 0, len(h.table))
@@ -160,7 +176,13 @@ func (h *hosts) write(namespace string) error {
 			fmt.Fprintf(&b, "%s %s\n", addr, strings.Join(aliases, " "))
 		}
 	}
-	path := filepath.Join(h.dir, namespace)
+	if len(file.aliases) > 0 {
+		b.WriteString("# Entries added by HostAliases.\n")
+		for _, a := range file.aliases {
+			fmt.Fprintf(&b, "%s %s\n", a.IP, strings.Join(a.Hostnames, " "))
+		}
+	}
+	path := filepath.Join(h.dir, name)
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b.Bytes()) {
 		return nil
 	}

@@ -385,7 +385,7 @@ func (w *podWorker) mounts(pod *corev1.Pod, c *corev1.Container, vars map[string
 		mounts = append(mounts, bindMount{Source: src, Target: m.MountPath, ReadOnly: ro})
 	}
 	if w.k.opts.HostsFile != nil {
-		if hosts := w.k.opts.HostsFile(pod.Namespace); hosts != "" {
+		if hosts := w.k.opts.HostsFile(pod); hosts != "" {
 			mounts = append(mounts, bindMount{Source: hosts, Target: "/etc/hosts", ReadOnly: true})
 		}
 	}

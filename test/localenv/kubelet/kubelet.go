@@ -88,10 +88,11 @@ type Options struct {
 	// PodExec is the argv prefix of a program that calls PodExecMain, e.g.
 	// {"/path/localenv", "pod-exec"}.
 	PodExec []string
-	// HostsFile returns the hosts file bind-mounted on /etc/hosts in pods
-	// of a namespace; the caller maintains it, updating it in place. Nil
-	// or "" leaves /etc/hosts alone.
-	HostsFile func(namespace string) string
+	// HostsFile returns the hosts file bind-mounted on /etc/hosts in a
+	// pod: its namespace's names plus the pod's spec.hostAliases, as the
+	// kubelet writes them. The caller maintains it, updating it in place.
+	// Nil or "" leaves /etc/hosts alone.
+	HostsFile func(pod *corev1.Pod) string
 	// APIServerHost and APIServerPort are the pods' KUBERNETES_SERVICE_HOST
 	// and KUBERNETES_SERVICE_PORT.
 	APIServerHost, APIServerPort string

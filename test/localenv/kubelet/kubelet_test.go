@@ -130,7 +130,7 @@ func setup(t *testing.T) *env {
 		opts: Options{
 			NodeName: nodeName, NodeIP: gateway, Client: client, Namespaces: []string{testNamespace},
 			Images: map[string]string{testImage: imageRoot}, Network: network, StateDir: stateDir,
-			PodExec: []string{self, "pod-exec"}, HostsFile: func(string) string { return hosts },
+			PodExec: []string{self, "pod-exec"}, HostsFile: func(*corev1.Pod) string { return hosts },
 			APIServerHost: gateway, APIServerPort: "6443",
 		},
 	}
