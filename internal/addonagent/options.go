@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
@@ -88,7 +88,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Complete fills in the pod namespace from the environment.
 func (o *Options) Complete() error {
 	if o.PodNamespace == "" {
-		o.PodNamespace = os.Getenv("POD_NAMESPACE")
+		o.PodNamespace = command.PodNamespace()
 	}
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -16,12 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/component-base/featuregate"
 
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/version"
 )
-
-// PodNamespaceEnv names the environment variable holding the addon-manager's
-// namespace (set from the downward API).
-const PodNamespaceEnv = "POD_NAMESPACE"
 
 // LeaderElectionID is the lease name used for leader election.
 const LeaderElectionID = "cluster-proxy-addon-manager"
@@ -117,7 +113,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Complete fills in what flags do not carry: the pod namespace.
 func (o *Options) Complete() error {
 	if o.PodNamespace == "" {
-		o.PodNamespace = os.Getenv(PodNamespaceEnv)
+		o.PodNamespace = command.PodNamespace()
 	}
 	return nil
 }
@@ -126,9 +122,9 @@ func (o *Options) Complete() error {
 func (o *Options) Validate() error {
 	var errs []error
 	if o.PodNamespace == "" {
-		errs = append(errs, fmt.Errorf("environment variable %s must be set to the addon-manager's namespace", PodNamespaceEnv))
+		errs = append(errs, fmt.Errorf("environment variable %s must be set to the addon-manager's namespace", command.PodNamespaceEnv))
 	} else if msgs := validation.IsDNS1123Label(o.PodNamespace); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("invalid %s %q: %s", PodNamespaceEnv, o.PodNamespace, strings.Join(msgs, "; ")))
+		errs = append(errs, fmt.Errorf("invalid %s %q: %s", command.PodNamespaceEnv, o.PodNamespace, strings.Join(msgs, "; ")))
 	}
 	errs = append(errs,
 		validateBindAddress("--metrics-bind-address", o.MetricsBindAddress),

@@ -5,6 +5,8 @@ import (
 
 	. "github.com/onsi/gomega"
 	"github.com/spf13/pflag"
+
+	"open-cluster-management.io/cluster-proxy/internal/command"
 )
 
 func TestOptionsDefaultsAndFlags(t *testing.T) {
@@ -42,7 +44,7 @@ func TestOptionsDefaultsAndFlags(t *testing.T) {
 
 func TestOptionsComplete(t *testing.T) {
 	g := NewWithT(t)
-	t.Setenv(PodNamespaceEnv, "from-env")
+	t.Setenv(command.PodNamespaceEnv, "from-env")
 	o := NewOptions()
 	g.Expect(o.Complete()).To(Succeed())
 	g.Expect(o.PodNamespace).To(Equal("from-env"))

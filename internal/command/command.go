@@ -133,3 +133,11 @@ func Execute(cmd *cobra.Command) {
 		os.Exit(1)
 	}
 }
+
+// PodNamespaceEnv names the environment variable that holds a binary's own
+// namespace, set from the downward API in every manifest that runs one.
+const PodNamespaceEnv = "POD_NAMESPACE"
+
+// PodNamespace returns the binary's namespace from PodNamespaceEnv, or ""
+// when it is not set.
+func PodNamespace() string { return os.Getenv(PodNamespaceEnv) }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/go-logr/logr"
@@ -20,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
 )
@@ -27,10 +27,6 @@ import (
 // LeaderElectionID is the lease the controllers command elects a leader
 // with, in its own namespace.
 const LeaderElectionID = "cluster-proxy-service-proxy"
-
-// podNamespaceEnv names the environment variable holding the command's
-// namespace (set from the downward API); leader election needs it.
-const podNamespaceEnv = "POD_NAMESPACE"
 
 // Options are the settings of `cluster-proxy controllers`, with the existing
 // addon's flag names and defaults.
@@ -82,7 +78,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Complete fills in the pod namespace from the environment.
 func (o *Options) Complete() error {
 	if o.PodNamespace == "" {
-		o.PodNamespace = os.Getenv(podNamespaceEnv)
+		o.PodNamespace = command.PodNamespace()
 	}
 	return nil
 }
@@ -91,7 +87,7 @@ func (o *Options) Complete() error {
 func (o *Options) Validate() error {
 	var errs []error
 	if o.EnableLeaderElection && o.PodNamespace == "" {
-		errs = append(errs, fmt.Errorf("--enable-leader-election needs environment variable %s set to the command's namespace", podNamespaceEnv))
+		errs = append(errs, fmt.Errorf("--enable-leader-election needs environment variable %s set to the command's namespace", command.PodNamespaceEnv))
 	}
 	for flag, addr := range map[string]string{"--metrics-addr": o.MetricsAddr, "--health-probe-addr": o.HealthProbeAddr} {
 		if addr == "0" {

@@ -25,14 +25,11 @@ import (
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/klog/v2"
 
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/serviceproxy/authn"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
-
-// podNamespaceEnv names the environment variable that holds the
-// service-proxy's namespace, where --oidc-ca-configmap lives.
-const podNamespaceEnv = "POD_NAMESPACE"
 
 // Options are the settings of `cluster-proxy service-proxy`, with the
 // existing addon's flag names and defaults where it has them.
@@ -145,7 +142,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Complete fills in the pod namespace from the environment.
 func (o *Options) Complete() error {
 	if o.PodNamespace == "" {
-		o.PodNamespace = os.Getenv(podNamespaceEnv)
+		o.PodNamespace = command.PodNamespace()
 	}
 	return nil
 }
@@ -229,7 +226,7 @@ func (o *Options) validateOIDC() []error {
 			errs = append(errs, fmt.Errorf("invalid --oidc-ca-configmap %q: %s", o.OIDCCAConfigMap, msg))
 		}
 		if o.PodNamespace == "" {
-			errs = append(errs, fmt.Errorf("--oidc-ca-configmap needs the environment variable %s (the ConfigMap's namespace)", podNamespaceEnv))
+			errs = append(errs, fmt.Errorf("--oidc-ca-configmap needs the environment variable %s (the ConfigMap's namespace)", command.PodNamespaceEnv))
 		}
 	}
 	if len(errs) > 0 {

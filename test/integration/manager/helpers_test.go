@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
@@ -85,7 +86,7 @@ func baseArgs(probeAddress string) []string {
 // podNamespaceEnv is the environment a manager running in managerNamespace
 // gets.
 func podNamespaceEnv() []string {
-	return []string{addonmanager.PodNamespaceEnv + "=" + managerNamespace}
+	return []string{command.PodNamespaceEnv + "=" + managerNamespace}
 }
 
 // startProcess starts the addon-manager binary with its log in a new

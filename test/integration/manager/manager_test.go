@@ -9,16 +9,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
-	"open-cluster-management.io/cluster-proxy/internal/addonmanager"
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
 )
 
 var _ = Describe("The addon-manager binary", Label("manager"), func() {
 	Context("with bad input", func() {
 		It("exits at once naming POD_NAMESPACE when it is not set", func() {
-			unsetEnv(addonmanager.PodNamespaceEnv)
+			unsetEnv(command.PodNamespaceEnv)
 			p := startProcess("manager-no-pod-namespace", baseArgs("0"), nil)
-			expectFailedStart(p, addonmanager.PodNamespaceEnv)
+			expectFailedStart(p, command.PodNamespaceEnv)
 		})
 
 		It("exits at once naming --image-pull-policy when it is invalid", func() {
