@@ -1,6 +1,7 @@
-// Command bench measures, in one run on loopback, direct TCP, our tunnel
-// (our proxy-server and proxy-agent binaries) and ANP v0.36.0's stock
-// binaries: bulk throughput (one stream and eight in parallel, each way),
+// Command bench measures, in one run on loopback, direct TCP, the topology
+// limit (two plain relays with TLS between them: the tunnel's shape with no
+// protocol), our tunnel (our proxy-server and proxy-agent binaries) and ANP
+// v0.36.0's stock binaries: bulk throughput (one stream and eight in parallel, each way),
 // 64-byte round trips, dial plus first round trip (konnectivity's
 // single-use tunnel and our pooled Dialer), and the proxy-server and agent
 // memory with idle tunnelled connections. It prints each figure with its
@@ -72,7 +73,12 @@ func run(size int64, rounds, dials, idle int) error {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", target)
 	}}
-	paths := []*path{direct}
+	limit, stopLimit, err := startTopologyLimit(target)
+	if err != nil {
+		return err
+	}
+	defer stopLimit()
+	paths := []*path{direct, limit}
 	for _, t := range []struct{ name, server, agent string }{
 		{"cluster-proxy tunnel", "./cmd/proxy-server", "./cmd/proxy-agent"},
 		{"ANP v0.36.0 tunnel", "sigs.k8s.io/apiserver-network-proxy/cmd/server", "sigs.k8s.io/apiserver-network-proxy/cmd/agent"},
@@ -92,7 +98,7 @@ func run(size int64, rounds, dials, idle int) error {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
-	table.print(os.Stdout, direct.name)
+	table.print(os.Stdout, direct.name, limit.name)
 	return nil
 }
 
@@ -456,7 +462,7 @@ func (r *results) add(row, path string, v float64) {
 	r.values[row][path] = v
 }
 
-func (r *results) print(w io.Writer, base string) {
+func (r *results) print(w io.Writer, base, limit string) {
 	_, _ = fmt.Fprintf(w, "| measure | %s |\n|---|%s\n", strings.Join(r.paths, " | "), strings.Repeat("---|", len(r.paths)))
 	for _, row := range r.rows {
 		cells := make([]string, 0, len(r.paths))
@@ -468,7 +474,11 @@ func (r *results) print(w io.Writer, base string) {
 			}
 			cell := strconv.FormatFloat(v, 'g', 3, 64)
 			if b, ok := r.values[row][base]; ok && p != base && b != 0 {
-				cell += fmt.Sprintf(" (%.2f× direct)", v/b)
+				cell += fmt.Sprintf(" (%.2f× direct", v/b)
+				if l, ok := r.values[row][limit]; ok && p != limit && l != 0 {
+					cell += fmt.Sprintf(", %.2f× limit", v/l)
+				}
+				cell += ")"
 			}
 			cells = append(cells, cell)
 		}
