@@ -180,6 +180,8 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 			AgentImage:            o.AgentImageName,
 			EnableKubeAPIProxy:    o.EnableKubeAPIProxy,
 			EnableServiceProxy:    o.EnableServiceProxy,
+			SecretReader:          mgr.GetAPIReader(),
+			SignerNamespace:       o.SignerSecretNamespace,
 			EnableNetworkPolicies: o.EnableNetworkPolicies,
 			EnableImpersonation:   true,
 		},
@@ -197,6 +199,12 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 	}
 	if err := addonManager.AddAgent(agentAddon); err != nil {
 		return fmt.Errorf("failed to add the %s agent addon: %w", agentaddon.AddonName, err)
+	}
+	if o.EnableServiceProxy {
+		trigger := &certificateTrigger{kubeClient: kubeClient, addonClient: addonClient, namespace: o.SignerSecretNamespace, trigger: addonManager.Trigger}
+		if err := mgr.Add(manager.RunnableFunc(trigger.Start)); err != nil {
+			return fmt.Errorf("failed to add the service-proxy certificate trigger: %w", err)
+		}
 	}
 	// A plain RunnableFunc runs only on the leader.
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

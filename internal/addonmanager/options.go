@@ -17,6 +17,7 @@ import (
 
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/version"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
 // LeaderElectionID is the lease name used for leader election.
@@ -29,8 +30,6 @@ const FeatureClusterProfile featuregate.Feature = "ClusterProfile"
 
 // Refusals of knobs whose behaviour is not built yet. Each names its flag.
 var (
-	// ErrServiceProxyNotAvailable refuses --enable-service-proxy=true.
-	ErrServiceProxyNotAvailable = errors.New("--enable-service-proxy=true: the service-proxy is not available in this version of cluster-proxy; leave it false")
 	// ErrClusterProfileNotAvailable refuses --feature-gates=ClusterProfile=true.
 	ErrClusterProfileNotAvailable = errors.New("--feature-gates=ClusterProfile=true: the ClusterProfile feature is not implemented in this version of cluster-proxy; leave it false")
 )
@@ -55,9 +54,9 @@ type Options struct {
 	// EnableKubeAPIProxy registers the host=<cluster> agent identifiers
 	// that route to each managed cluster's kube-apiserver.
 	EnableKubeAPIProxy bool
-	// EnableServiceProxy will deploy the service-proxy on managed clusters;
-	// refused until the service-proxy exists (the existing addon defaults it
-	// to true, we default it to false until then).
+	// EnableServiceProxy deploys the service-proxy on managed clusters, with
+	// the serving certificate `cluster-proxy controllers` keeps in the signer
+	// namespace.
 	EnableServiceProxy bool
 	// EnableNetworkPolicies deploys NetworkPolicies with the agents.
 	EnableNetworkPolicies bool
@@ -86,7 +85,7 @@ func NewOptions() *Options {
 		SignerSecretName:       "cluster-proxy-signer",
 		AgentImageName:         version.DefaultImage(),
 		EnableKubeAPIProxy:     true,
-		EnableServiceProxy:     false,
+		EnableServiceProxy:     true,
 		AgentInstallNamespace:  "open-cluster-management-cluster-proxy",
 		ImagePullPolicy:        string(corev1.PullIfNotPresent),
 		FeatureGates:           gates,
@@ -103,7 +102,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.SignerSecretName, "signer-secret-name", o.SignerSecretName, "Name of the Secret holding the cluster-proxy CA (keys ca.crt, ca.key); created when missing.")
 	fs.StringVar(&o.AgentImageName, "agent-image-name", o.AgentImageName, "Image of the addon-agent and service-proxy containers on managed clusters.")
 	fs.BoolVar(&o.EnableKubeAPIProxy, "enable-kube-api-proxy", o.EnableKubeAPIProxy, "Route host=<cluster> to each managed cluster's kube-apiserver.")
-	fs.BoolVar(&o.EnableServiceProxy, "enable-service-proxy", o.EnableServiceProxy, "Deploy the service-proxy on managed clusters (not available in this version: true is refused).")
+	fs.BoolVar(&o.EnableServiceProxy, "enable-service-proxy", o.EnableServiceProxy, "Deploy the service-proxy on managed clusters (HTTPS access through the tunnel); its serving certificate comes from Secret "+proxyv1alpha1.ServiceProxyCertSecretName+" in --signer-secret-namespace, kept by `cluster-proxy controllers`.")
 	fs.BoolVar(&o.EnableNetworkPolicies, "enable-network-policies", o.EnableNetworkPolicies, "Deploy NetworkPolicies with the agents on managed clusters.")
 	fs.StringVar(&o.AgentInstallNamespace, "agent-install-namespace", o.AgentInstallNamespace, "Default namespace of the agents on managed clusters.")
 	fs.StringVar(&o.ImagePullPolicy, "image-pull-policy", o.ImagePullPolicy, "Image pull policy of the hub proxy-server: Always, IfNotPresent or Never.")
@@ -135,9 +134,6 @@ func (o *Options) Validate() error {
 	)
 	if strings.TrimSpace(o.AgentImageName) == "" {
 		errs = append(errs, errors.New("--agent-image-name must not be empty"))
-	}
-	if o.EnableServiceProxy {
-		errs = append(errs, ErrServiceProxyNotAvailable)
 	}
 	if o.FeatureGates.Enabled(FeatureClusterProfile) {
 		errs = append(errs, ErrClusterProfileNotAvailable)

@@ -23,11 +23,10 @@ func TestOptionsDefaultsAndFlags(t *testing.T) {
 		"signer-secret-namespace":   "default",
 		"signer-secret-name":        "cluster-proxy-signer",
 		"enable-kube-api-proxy":     "true",
-		// true in the existing addon; false until the service-proxy exists.
-		"enable-service-proxy":    "false",
-		"enable-network-policies": "false",
-		"agent-install-namespace": "open-cluster-management-cluster-proxy",
-		"image-pull-policy":       "IfNotPresent",
+		"enable-service-proxy":      "true",
+		"enable-network-policies":   "false",
+		"agent-install-namespace":   "open-cluster-management-cluster-proxy",
+		"image-pull-policy":         "IfNotPresent",
 	} {
 		f := fs.Lookup(flag)
 		g.Expect(f).NotTo(BeNil(), "flag --%s", flag)
@@ -67,11 +66,6 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "bad agent namespace", change: func(o *Options) { o.AgentInstallNamespace = "a.b" }, wantErr: []string{"--agent-install-namespace"}},
 		{name: "empty agent image", change: func(o *Options) { o.AgentImageName = " " }, wantErr: []string{"--agent-image-name must not be empty"}},
 		{name: "bad pull policy", change: func(o *Options) { o.ImagePullPolicy = "Sometimes" }, wantErr: []string{`invalid --image-pull-policy "Sometimes": must be Always, IfNotPresent or Never`}},
-		{
-			name:    "service-proxy is not available yet",
-			change:  func(o *Options) { o.EnableServiceProxy = true },
-			wantErr: []string{"--enable-service-proxy=true: the service-proxy is not available in this version"},
-		},
 		{
 			name: "ClusterProfile is not implemented yet",
 			change: func(o *Options) {

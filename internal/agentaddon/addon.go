@@ -72,13 +72,7 @@ type Options struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 
-// ErrServiceProxyNotAvailable refuses the service-proxy: the agent chart
-// has no service-proxy container yet (the command exists; its wiring into
-// the agent is an open issue).
-var ErrServiceProxyNotAvailable = errors.New("the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)")
-
-// New builds the cluster-proxy agent addon from the embedded chart. It
-// refuses Values.EnableServiceProxy with ErrServiceProxyNotAvailable.
+// New builds the cluster-proxy agent addon from the embedded chart.
 func New(o Options) (agent.AgentAddon, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -90,14 +84,13 @@ func New(o Options) (agent.AgentAddon, error) {
 	return addon, nil
 }
 
-// validate checks that every dependency is set and refuses what this version
-// cannot run.
+// validate checks that every dependency is set.
 func (o Options) validate() error {
 	if o.Values == nil || o.Registration == nil || o.KubeClient == nil || o.DeploymentConfigs == nil || o.DefaultInstallNamespace == "" {
 		return errors.New("agentaddon.New: Values, Registration, KubeClient, DeploymentConfigs and DefaultInstallNamespace are required")
 	}
-	if o.Values.EnableServiceProxy {
-		return fmt.Errorf("agentaddon.New: EnableServiceProxy: %w", ErrServiceProxyNotAvailable)
+	if o.Values.EnableServiceProxy && (o.Values.SecretReader == nil || o.Values.SignerNamespace == "") {
+		return errors.New("agentaddon.New: EnableServiceProxy needs Values.SecretReader and Values.SignerNamespace (where the service-proxy certificate Secret is)")
 	}
 	return nil
 }

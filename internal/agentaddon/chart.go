@@ -49,13 +49,12 @@ type Values struct {
 	Replicas int32 `json:"replicas,omitempty"`
 	// AdditionalProxyAgentArgs are appended to the proxy-agent's arguments.
 	AdditionalProxyAgentArgs []string `json:"additionalProxyAgentArgs,omitempty"`
-	// AdditionalServiceProxyArgs will be appended to the service-proxy's
-	// arguments; the chart refuses a non-empty list while the service-proxy
-	// is not available.
+	// AdditionalServiceProxyArgs are appended to the service-proxy's
+	// arguments (the chart refuses the flags it sets itself).
 	AdditionalServiceProxyArgs []string `json:"additionalServiceProxyArgs,omitempty"`
-	// AdditionalServiceCAConfigMap will name a ConfigMap in the install
-	// namespace whose service-ca.crt the service-proxy also trusts; the chart
-	// refuses it while the service-proxy is not available.
+	// AdditionalServiceCAConfigMap names a ConfigMap in the install
+	// namespace whose service-ca.crt the service-proxy also trusts for
+	// Service targets.
 	AdditionalServiceCAConfigMap string `json:"additionalServiceCAConfigMap,omitempty"`
 	// AgentDeploymentAnnotations annotate the agent Deployment and its pod
 	// template (the configuration generation, so changes roll the agents).
@@ -84,22 +83,19 @@ type Values struct {
 	// EnableKubeAPIProxy registers the kube-apiserver identifiers and renders
 	// the ExternalName Service named after the cluster.
 	EnableKubeAPIProxy bool `json:"enableKubeApiProxy"`
-	// EnableServiceProxy is always false: the chart refuses true, the
-	// service-proxy is not available in this version
-	// (ErrServiceProxyNotAvailable).
+	// EnableServiceProxy runs the service-proxy container; it needs
+	// ServiceProxySecretCert and ServiceProxySecretKey.
 	EnableServiceProxy bool `json:"enableServiceProxy"`
-	// EnableImpersonation ("true" or "false") will let the service-proxy
-	// impersonate the authenticated user; empty means the chart default
-	// "true", and the chart refuses "false". A string, like the
-	// customizedVariable that may override it.
+	// EnableImpersonation ("true" or "false") lets the service-proxy
+	// authenticate hub tokens and impersonate their users; empty means the
+	// chart default "true". A string, like the customizedVariable that may
+	// override it.
 	EnableImpersonation string `json:"enableImpersonation,omitempty"`
-	// ServiceProxySecretCert will be the base64 PEM serving certificate of
-	// the service-proxy; the chart refuses it while the service-proxy is not
-	// available.
+	// ServiceProxySecretCert is the base64 PEM serving certificate of the
+	// service-proxy.
 	ServiceProxySecretCert string `json:"serviceProxySecretCert,omitempty"`
-	// ServiceProxySecretKey will be the base64 PEM serving key of the
-	// service-proxy; the chart refuses it while the service-proxy is not
-	// available.
+	// ServiceProxySecretKey is the base64 PEM serving key of the
+	// service-proxy.
 	ServiceProxySecretKey string `json:"serviceProxySecretKey,omitempty"`
 	// NodeSelector is merged into the agent pod's node selector (under the
 	// AddOnDeploymentConfig's nodePlacement, which wins per key).

@@ -35,10 +35,6 @@ import (
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
-// chartServiceProxyNotAvailable is the reason in the chart's refusals of the
-// service-proxy's values.
-const chartServiceProxyNotAvailable = "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)"
-
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/ from the rendered charts")
 
 const (
@@ -77,6 +73,14 @@ func chartBaseValues() Values {
 		EnableKubeAPIProxy:    true,
 		EnableImpersonation:   "true",
 	}
+}
+
+// chartWithServiceProxy turns the service-proxy on with a serving
+// certificate.
+func chartWithServiceProxy(v *Values) {
+	v.EnableServiceProxy = true
+	v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString([]byte("service-proxy-cert"))
+	v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString([]byte("service-proxy-key"))
 }
 
 // chartMPCReader serves one ManagedProxyConfiguration from memory: the one
@@ -353,6 +357,7 @@ func TestAgentChart(t *testing.T) {
 		{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "infra", Effect: corev1.TaintEffectNoSchedule},
 		{Key: "node-role.kubernetes.io/infra", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
 	}
+	impersonate := rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"users", "groups"}, Verbs: []string{"impersonate"}}
 	tokenReviews := rbacv1.PolicyRule{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}}
 
 	cases := []chartCase{
@@ -380,7 +385,7 @@ func TestAgentChart(t *testing.T) {
 				))
 				binding := chartFind[*rbacv1.RoleBinding](r, "cluster-proxy-addon-agent")
 				g.Expect(binding.Subjects).To(ConsistOf(rbacv1.Subject{Kind: "ServiceAccount", Name: "cluster-proxy", Namespace: chartTestNamespace}))
-				// No impersonation: the service-proxy is not available.
+				// No impersonation grant without the service-proxy.
 				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews))
 
 				d := r.deployment()
@@ -566,9 +571,9 @@ func TestAgentChart(t *testing.T) {
 			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
 				NodePlacement: &addonapiv1beta1.NodePlacement{
 					NodeSelector: map[string]string{"node-role.kubernetes.io/infra": ""},
+					// Replaces the infra defaults, as in the existing addon.
 					Tolerations: []corev1.Toleration{
 						{Key: "infra", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
-						// Already a default: not repeated.
 						{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "infra", Effect: corev1.TaintEffectNoSchedule},
 					},
 				},
@@ -580,8 +585,10 @@ func TestAgentChart(t *testing.T) {
 					"kubernetes.io/os":              "linux",
 					"node-role.kubernetes.io/infra": "",
 				}))
-				g.Expect(pod.Tolerations).To(Equal(append(infraTolerations,
-					corev1.Toleration{Key: "infra", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})))
+				g.Expect(pod.Tolerations).To(Equal([]corev1.Toleration{
+					{Key: "infra", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+					{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "infra", Effect: corev1.TaintEffectNoSchedule},
+				}))
 			},
 		},
 		{
@@ -738,8 +745,7 @@ func TestAgentChart(t *testing.T) {
 			check: func(g *WithT, r chartRendered) {
 				pod := r.deployment().Spec.Template.Spec
 				g.Expect(pod.NodeSelector).To(Equal(map[string]string{"zone": "a"}))
-				g.Expect(pod.Tolerations).To(Equal(append(infraTolerations,
-					corev1.Toleration{Key: "infra", Operator: corev1.TolerationOpExists})))
+				g.Expect(pod.Tolerations).To(Equal([]corev1.Toleration{{Key: "infra", Operator: corev1.TolerationOpExists}}))
 				g.Expect(r.container("proxy-agent").Env).To(Equal([]corev1.EnvVar{
 					{Name: "HTTPS_PROXY", Value: "https://proxy.example.com:3129"},
 					{Name: "NO_PROXY", Value: ".svc"},
@@ -775,8 +781,7 @@ func TestAgentChart(t *testing.T) {
 			check: func(g *WithT, r chartRendered) {
 				pod := r.deployment().Spec.Template.Spec
 				g.Expect(pod.NodeSelector).To(Equal(map[string]string{"zone": "a"}))
-				g.Expect(pod.Tolerations).To(Equal(append(infraTolerations,
-					corev1.Toleration{Key: "infra", Operator: corev1.TolerationOpExists})))
+				g.Expect(pod.Tolerations).To(Equal([]corev1.Toleration{{Key: "infra", Operator: corev1.TolerationOpExists}}))
 				g.Expect(r.container("proxy-agent").Env).To(Equal([]corev1.EnvVar{
 					{Name: "HTTP_PROXY", Value: "http://proxy.example.com:3128"},
 					{Name: "ROOT_CA_CERT", Value: "/etc/ca/ca.crt"},
@@ -800,63 +805,214 @@ func TestAgentChart(t *testing.T) {
 			}}},
 			wantErr: "error parsing regexp",
 		},
-		// The service-proxy is not available in this version: the chart
-		// refuses every value that would switch it on or configure it,
-		// naming the value, whoever sets it.
 		{
-			name:    "service proxy refused",
-			values:  func(v *Values) { v.EnableServiceProxy = true },
-			wantErr: "enableServiceProxy: " + chartServiceProxyNotAvailable + "; leave it false",
-		},
-		{
-			name: "service proxy refused from an AddOnDeploymentConfig",
+			name: "AddOnDeploymentConfig nodePlacement without tolerations keeps none of its own",
 			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
-				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "enableServiceProxy", Value: "True"}},
+				NodePlacement: &addonapiv1beta1.NodePlacement{NodeSelector: map[string]string{"zone": "a"}},
 			}),
-			wantErr: "enableServiceProxy: " + chartServiceProxyNotAvailable,
+			check: func(g *WithT, r chartRendered) {
+				// The framework maps the absent list to tolerations: null,
+				// which, as in the existing addon, removes the defaults.
+				g.Expect(r.deployment().Spec.Template.Spec.NodeSelector).To(Equal(map[string]string{"zone": "a"}))
+				g.Expect(r.deployment().Spec.Template.Spec.Tolerations).To(BeEmpty())
+			},
 		},
 		{
-			name:    "service-proxy arguments from the configuration refused",
-			values:  func(v *Values) { v.AdditionalServiceProxyArgs = []string{"--v=4"} },
-			wantErr: "additionalServiceProxyArgs (ManagedProxyConfiguration spec.proxyAgent.additionalServiceProxyArgs): only the service-proxy reads it, and " + chartServiceProxyNotAvailable + "; leave it empty",
-		},
-		{
-			name: "service-proxy arguments from an AddOnDeploymentConfig refused",
+			name: "service proxy with impersonation, OIDC and an additional service CA",
+			values: func(v *Values) {
+				chartWithServiceProxy(v)
+				v.AdditionalServiceCAConfigMap = "service-ca"
+				v.AdditionalServiceProxyArgs = []string{"--v=4"}
+			},
 			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
-				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "additionalServiceProxyArgs", Value: "--v=6"}},
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{
+					{Name: "oidcIssuerURL", Value: "https://issuer.example"},
+					{Name: "oidcClientID", Value: "cluster-proxy"},
+					{Name: "oidcUsernameClaim", Value: "email"},
+					{Name: "oidcGroupsClaim", Value: "groups"},
+					{Name: "oidcGroupsPrefix", Value: "oidc:"},
+					{Name: "oidcReservedNamePrefixes", Value: "system:,cluster:"},
+					{Name: "oidcCAConfigMap", Value: "oidc-ca"},
+					{Name: "oidcRequiredClaimsJSON", Value: `{"hd":"example.com","aud2":"x"}`},
+				},
 			}),
-			wantErr: "additionalServiceProxyArgs (ManagedProxyConfiguration spec.proxyAgent.additionalServiceProxyArgs): only the service-proxy reads it",
+			golden: "service-proxy.yaml",
+			check: func(g *WithT, r chartRendered) {
+				secret := chartFind[*corev1.Secret](r, "cluster-proxy-service-proxy-server-certificates")
+				g.Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
+				g.Expect(string(secret.Data["tls.crt"])).To(Equal("service-proxy-cert"))
+				g.Expect(string(secret.Data["tls.key"])).To(Equal("service-proxy-key"))
+				// The callers' CA is the manager's own, without any HTTPS
+				// proxy bundle.
+				g.Expect(string(secret.Data["ca.crt"])).To(Equal(chartTestCAPEM))
+				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews, impersonate))
+
+				pod := r.deployment().Spec.Template.Spec
+				g.Expect(pod.HostAliases).To(Equal([]corev1.HostAlias{{IP: "127.0.0.1", Hostnames: []string{serviceProxyHost}}}))
+				g.Expect(pod.Containers).To(HaveLen(3))
+
+				sp := r.container("service-proxy")
+				g.Expect(sp.Image).To(Equal(chartTestImage))
+				g.Expect(sp.Command).To(Equal([]string{"/cluster-proxy"}))
+				g.Expect(sp.Args).To(Equal([]string{
+					"service-proxy",
+					"--cert=/server-cert/tls.crt",
+					"--key=/server-cert/tls.key",
+					"--client-ca=/server-cert/ca.crt",
+					"--hub-kubeconfig=/etc/kubeconfig/kubeconfig",
+					"--enable-impersonation=true",
+					"--oidc-issuer-url=https://issuer.example",
+					"--oidc-client-id=cluster-proxy",
+					"--oidc-username-claim=email",
+					"--oidc-groups-claim=groups",
+					"--oidc-groups-prefix=oidc:",
+					"--oidc-ca-configmap=oidc-ca",
+					"--oidc-reserved-name-prefixes=system:,cluster:",
+					"--oidc-required-claim=aud2=x",
+					"--oidc-required-claim=hd=example.com",
+					"--additional-service-ca=/additional-service-ca/service-ca.crt",
+					"--v=4",
+				}))
+				g.Expect(sp.Env).To(ConsistOf(corev1.EnvVar{
+					Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+				}))
+				g.Expect(sp.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
+				g.Expect(sp.LivenessProbe.HTTPGet.Port.IntValue()).To(Equal(8000))
+				g.Expect(sp.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
+				g.Expect(sp.ReadinessProbe.HTTPGet.Port.IntValue()).To(Equal(8000))
+				g.Expect(*sp.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
+				g.Expect(sp.VolumeMounts).To(ConsistOf(
+					corev1.VolumeMount{Name: "service-proxy-server-cert", MountPath: "/server-cert", ReadOnly: true},
+					corev1.VolumeMount{Name: "hub-kubeconfig", MountPath: "/etc/kubeconfig", ReadOnly: true},
+					corev1.VolumeMount{Name: "additional-service-ca", MountPath: "/additional-service-ca", ReadOnly: true},
+				))
+				g.Expect(r.volume("service-proxy-server-cert").Secret.SecretName).To(Equal("cluster-proxy-service-proxy-server-certificates"))
+				serviceCA := r.volume("additional-service-ca").ConfigMap
+				g.Expect(serviceCA.Name).To(Equal("service-ca"))
+				g.Expect(*serviceCA.Optional).To(BeTrue())
+			},
 		},
 		{
-			name:    "service-proxy CA ConfigMap refused",
-			values:  func(v *Values) { v.AdditionalServiceCAConfigMap = "service-ca" },
-			wantErr: "additionalServiceCAConfigMap (ManagedProxyConfiguration spec.proxyAgent.additionalServiceCAConfigMap): only the service-proxy reads it, and " + chartServiceProxyNotAvailable,
+			name: "service proxy without impersonation or OIDC: no impersonate grant",
+			values: func(v *Values) {
+				chartWithServiceProxy(v)
+				v.EnableImpersonation = "false"
+			},
+			check: func(g *WithT, r chartRendered) {
+				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews))
+				sp := r.container("service-proxy")
+				g.Expect(sp.Args).To(ContainElement("--enable-impersonation=false"))
+				g.Expect(sp.Args).NotTo(ContainElement(HavePrefix("--oidc-")))
+				g.Expect(sp.Args).NotTo(ContainElement(HavePrefix("--additional-service-ca")))
+				g.Expect(r.volume("additional-service-ca")).To(BeNil())
+			},
 		},
 		{
-			name: "service-proxy certificate refused",
+			name: "service proxy without impersonation but with OIDC from additional arguments: impersonate granted",
+			values: func(v *Values) {
+				chartWithServiceProxy(v)
+				v.EnableImpersonation = "false"
+				v.AdditionalServiceProxyArgs = []string{"--oidc-issuer-url=https://issuer.example", "--oidc-client-id=x"}
+			},
+			check: func(g *WithT, r chartRendered) {
+				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews, impersonate))
+			},
+		},
+		{
+			name: "service proxy switched on and configured from an AddOnDeploymentConfig",
 			values: func(v *Values) {
 				v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString([]byte("service-proxy-cert"))
-			},
-			wantErr: "serviceProxySecretCert: only the service-proxy reads it, and " + chartServiceProxyNotAvailable,
-		},
-		{
-			name: "service-proxy key refused",
-			values: func(v *Values) {
 				v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString([]byte("service-proxy-key"))
 			},
-			wantErr: "serviceProxySecretKey: only the service-proxy reads it, and " + chartServiceProxyNotAvailable,
-		},
-		{
-			name:    "impersonation off refused",
-			values:  func(v *Values) { v.EnableImpersonation = "false" },
-			wantErr: "enableImpersonation: false is not supported",
-		},
-		{
-			name: "impersonation off refused from an AddOnDeploymentConfig",
 			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
-				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "enableImpersonation", Value: "false"}},
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{
+					{Name: "enableServiceProxy", Value: "True"},
+					{Name: "enableImpersonation", Value: "false"},
+					{Name: "additionalServiceProxyArgs", Value: "--v=6"},
+				},
 			}),
-			wantErr: "enableImpersonation: false is not supported",
+			check: func(g *WithT, r chartRendered) {
+				g.Expect(r.container("service-proxy").Args).To(ContainElements("--enable-impersonation=false", "--v=6"))
+				g.Expect(r.impersonatorRules()).To(ConsistOf(tokenReviews))
+			},
+		},
+		{
+			name: "network policy with service proxy allows all egress",
+			values: func(v *Values) {
+				v.NetworkPolicies.Enabled = true
+				chartWithServiceProxy(v)
+			},
+			check: func(g *WithT, r chartRendered) {
+				np := chartFind[*networkingv1.NetworkPolicy](r, "cluster-proxy-proxy-agent-network-policy")
+				g.Expect(np.Spec.Egress).To(Equal([]networkingv1.NetworkPolicyEgressRule{{}}))
+			},
+		},
+		{
+			name: "service proxy without its certificate fails",
+			values: func(v *Values) {
+				chartWithServiceProxy(v)
+				v.ServiceProxySecretCert = ""
+			},
+			wantErr: "serviceProxySecretCert is required when enableServiceProxy is on",
+		},
+		{
+			name:   "OIDC issuer without client ID fails",
+			values: chartWithServiceProxy,
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "oidcIssuerURL", Value: "https://issuer.example"}},
+			}),
+			wantErr: "oidcClientID: required when oidcIssuerURL is set",
+		},
+		{
+			name:   "OIDC client ID without issuer fails",
+			values: chartWithServiceProxy,
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{{Name: "oidcClientID", Value: "x"}},
+			}),
+			wantErr: "oidcIssuerURL: required when oidcClientID is set",
+		},
+		{
+			name: "OIDC issuer in two places fails",
+			values: func(v *Values) {
+				chartWithServiceProxy(v)
+				v.AdditionalServiceProxyArgs = []string{"--oidc-issuer-url=https://other.example"}
+			},
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{
+					{Name: "oidcIssuerURL", Value: "https://issuer.example"}, {Name: "oidcClientID", Value: "x"},
+				},
+			}),
+			wantErr: `additionalServiceProxyArgs: "--oidc-issuer-url=https://other.example" conflicts with oidcIssuerURL`,
+		},
+		{
+			name:   "malformed required claims fail",
+			values: chartWithServiceProxy,
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{
+					{Name: "oidcIssuerURL", Value: "https://issuer.example"}, {Name: "oidcClientID", Value: "x"},
+					{Name: "oidcRequiredClaimsJSON", Value: `["hd"]`},
+				},
+			}),
+			wantErr: `oidcRequiredClaimsJSON: "[\"hd\"]" is not a JSON object`,
+		},
+		{
+			name:   "a non-string required claim fails",
+			values: chartWithServiceProxy,
+			config: chartDeploymentConfig(addonapiv1beta1.AddOnDeploymentConfigSpec{
+				CustomizedVariables: []addonapiv1beta1.CustomizedVariable{
+					{Name: "oidcIssuerURL", Value: "https://issuer.example"}, {Name: "oidcClientID", Value: "x"},
+					{Name: "oidcRequiredClaimsJSON", Value: `{"n":1}`},
+				},
+			}),
+			wantErr: `oidcRequiredClaimsJSON: claim "n" must have a string value`,
+		},
+		{
+			name: "impersonation through additional arguments refused",
+			values: func(v *Values) {
+				chartWithServiceProxy(v)
+				v.AdditionalServiceProxyArgs = []string{"--enable-impersonation=false"}
+			},
+			wantErr: `additionalServiceProxyArgs: "--enable-impersonation=false" is set by the chart`,
 		},
 	}
 
@@ -959,47 +1115,62 @@ func TestValuesToValues(t *testing.T) {
 	}))
 }
 
-// TestServiceProxyRefused: the service-proxy is not available in this
-// version, so EnableServiceProxy is refused wherever it enters, with an error
-// naming it (what the golden service-proxy render used to pin).
-func TestServiceProxyRefused(t *testing.T) {
-	options := func() Options {
-		return Options{
-			Values:                  &ValuesBuilder{Ctx: t.Context(), AgentImage: chartTestImage, EnableServiceProxy: true},
-			Registration:            &Registration{},
-			KubeClient:              kubefake.NewClientset(),
-			DeploymentConfigs:       chartConfigGetter{},
-			DefaultInstallNamespace: chartTestNamespace,
-		}
+// TestServiceProxyValues: with the service-proxy on, the manager needs the
+// reader and namespace of the certificate Secret, copies its certificate and
+// key into the values, and fails naming the Secret while it is missing or
+// empty.
+func TestServiceProxyValues(t *testing.T) {
+	g := NewWithT(t)
+	mpc := &proxyv1alpha1.ManagedProxyConfiguration{ObjectMeta: metav1.ObjectMeta{Name: proxyv1alpha1.DefaultName}}
+	o := Options{
+		Values:                  &ValuesBuilder{Ctx: t.Context(), Client: chartMPCReader{mpc: mpc}, AgentImage: chartTestImage, EnableServiceProxy: true},
+		Registration:            &Registration{},
+		KubeClient:              kubefake.NewClientset(),
+		DeploymentConfigs:       chartConfigGetter{},
+		DefaultInstallNamespace: chartTestNamespace,
 	}
-	for _, c := range []struct {
-		name string
-		run  func() error
-	}{
-		{name: "agentaddon.New", run: func() error {
-			_, err := New(options())
-			return err
-		}},
-		{name: "ValuesBuilder.GetValues", run: func() error {
-			_, err := options().Values.GetValues(chartManagedCluster(), chartAddon(nil))
-			return err
-		}},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			g := NewWithT(t)
-			err := c.run()
-			g.Expect(err).To(MatchError(ErrServiceProxyNotAvailable))
-			g.Expect(err).To(MatchError(ContainSubstring("EnableServiceProxy: " + chartServiceProxyNotAvailable)))
-		})
-	}
+	_, err := New(o)
+	g.Expect(err).To(MatchError(ContainSubstring("EnableServiceProxy needs Values.SecretReader and Values.SignerNamespace")))
 
-	t.Run("agentaddon.New without it", func(t *testing.T) {
-		g := NewWithT(t)
-		o := options()
-		o.Values.EnableServiceProxy = false
-		_, err := New(o)
-		g.Expect(err).NotTo(HaveOccurred())
-	})
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "signer", Name: proxyv1alpha1.ServiceProxyCertSecretName}}
+	o.Values.SecretReader = chartSecretReader{secret: secret}
+	o.Values.SignerNamespace = "signer"
+	_, err = New(o)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	cert, key, err := o.Values.serviceProxyCertificate(t.Context())
+	g.Expect(err).To(MatchError(ContainSubstring("the service-proxy certificate Secret signer/cluster-proxy-service-proxy-server-cert has no tls.crt or tls.key yet")))
+	g.Expect(cert).To(BeNil())
+	g.Expect(key).To(BeNil())
+
+	secret.Data = map[string][]byte{corev1.TLSCertKey: []byte("cert"), corev1.TLSPrivateKeyKey: []byte("key")}
+	cert, key, err = o.Values.serviceProxyCertificate(t.Context())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(cert)).To(Equal("cert"))
+	g.Expect(string(key)).To(Equal("key"))
+
+	o.Values.SignerNamespace = "elsewhere"
+	_, _, err = o.Values.serviceProxyCertificate(t.Context())
+	g.Expect(err).To(MatchError(ContainSubstring("the service-proxy is enabled but its certificate Secret elsewhere/cluster-proxy-service-proxy-server-cert is not readable (cluster-proxy controllers creates it)")))
+	g.Expect(apierrors.IsNotFound(errors.Unwrap(err))).To(BeTrue())
+}
+
+// chartSecretReader serves one Secret from memory.
+type chartSecretReader struct {
+	secret *corev1.Secret
+}
+
+func (r chartSecretReader) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	secret, ok := obj.(*corev1.Secret)
+	if !ok || key.Namespace != r.secret.Namespace || key.Name != r.secret.Name {
+		return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+	}
+	r.secret.DeepCopyInto(secret)
+	return nil
+}
+
+func (r chartSecretReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("chartSecretReader does not list")
 }
 
 // TestChartIdentifiersBelongToTheCluster holds the chart's derivation of the

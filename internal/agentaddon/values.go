@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"open-cluster-management.io/addon-framework/pkg/addonfactory"
 	"open-cluster-management.io/addon-framework/pkg/utils"
@@ -33,23 +34,25 @@ type ValuesBuilder struct {
 	Client client.Reader
 	// CA provides the CA certificate the agents trust.
 	CA CALoader
-	// AgentImage is the image of the addon-agent.
+	// AgentImage is the image of the addon-agent and the service-proxy.
 	AgentImage string
-	// EnableKubeAPIProxy, EnableNetworkPolicies and EnableImpersonation
-	// switch the optional parts of the agent. EnableServiceProxy is refused
-	// (ErrServiceProxyNotAvailable): the service-proxy is not available in
-	// this version.
+	// SecretReader reads the service-proxy certificate Secret, which the
+	// addon-manager does not own and does not cache (an uncached reader).
+	SecretReader client.Reader
+	// SignerNamespace holds the service-proxy certificate Secret
+	// (proxyv1alpha1.ServiceProxyCertSecretName), which
+	// `cluster-proxy controllers` keeps current.
+	SignerNamespace string
+	// EnableKubeAPIProxy, EnableServiceProxy, EnableNetworkPolicies and
+	// EnableImpersonation switch the optional parts of the agent.
 	EnableKubeAPIProxy, EnableServiceProxy, EnableNetworkPolicies, EnableImpersonation bool
 }
 
 // GetValues is an addonfactory.GetValuesFunc: the core values of the agent
 // chart for cluster. It fails, leaving the addon unrendered, when the
-// configuration's entrypoint is not ready yet, and refuses EnableServiceProxy
-// (ErrServiceProxyNotAvailable).
+// configuration's entrypoint is not ready yet, or when the service-proxy is
+// on and its certificate Secret is not there yet.
 func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addonapiv1beta1.ManagedClusterAddOn) (addonfactory.Values, error) {
-	if b.EnableServiceProxy {
-		return nil, fmt.Errorf("EnableServiceProxy: %w", ErrServiceProxyNotAvailable)
-	}
 	ctx := b.Ctx
 	mpc, err := b.configuration(cluster, addon)
 	if err != nil {
@@ -111,7 +114,30 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 	// The chart derives the agent identifiers from the cluster name and the
 	// actual install namespace (an AddOnDeploymentConfig may change it).
 	v.NetworkPolicies.Enabled = b.EnableNetworkPolicies
+	if b.EnableServiceProxy {
+		cert, key, err := b.serviceProxyCertificate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		v.ServiceProxySecretCert = base64.StdEncoding.EncodeToString(cert)
+		v.ServiceProxySecretKey = base64.StdEncoding.EncodeToString(key)
+	}
 	return v.ToValues()
+}
+
+// serviceProxyCertificate reads the service-proxy's serving certificate and
+// key from the Secret `cluster-proxy controllers` keeps.
+func (b *ValuesBuilder) serviceProxyCertificate(ctx context.Context) (cert, key []byte, err error) {
+	name := types.NamespacedName{Namespace: b.SignerNamespace, Name: proxyv1alpha1.ServiceProxyCertSecretName}
+	secret := &corev1.Secret{}
+	if err := b.SecretReader.Get(ctx, name, secret); err != nil {
+		return nil, nil, fmt.Errorf("the service-proxy is enabled but its certificate Secret %s is not readable (cluster-proxy controllers creates it): %w", name, err)
+	}
+	cert, key = secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey]
+	if len(cert) == 0 || len(key) == 0 {
+		return nil, nil, fmt.Errorf("the service-proxy certificate Secret %s has no %s or %s yet", name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+	}
+	return cert, key, nil
 }
 
 // ImageValues rewrites the agent images with the image registries of the

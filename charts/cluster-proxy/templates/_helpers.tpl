@@ -157,16 +157,23 @@ tolerations:
 {{- end -}}
 
 {{/*
+cluster-proxy.userName is the name of Deployment cluster-proxy-addon-user
+(container controllers, with enableServiceProxy) and of its ServiceAccount.
+*/}}
+{{- define "cluster-proxy.userName" -}}
+cluster-proxy-addon-user
+{{- end -}}
+
+{{/*
 cluster-proxy.validate fails the render on values the schema cannot express,
 each message naming the value and what to do. It also refuses the values of
 parts this version does not ship (the cluster-proxy binary has no user-server
-command yet and the agent chart does not deploy the service-proxy yet; the
-addon-manager has no ClusterProfile support): a value that is accepted must do what it says, so they fail the
-install rather than deploy nothing or a container that cannot start.
+command yet; the addon-manager has no ClusterProfile support): a value that
+is accepted must do what it says, so they fail the install rather than deploy
+nothing or a container that cannot start.
 */}}
 {{- define "cluster-proxy.validate" -}}
 {{- $userServer := "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)" -}}
-{{- $serviceProxy := "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)" -}}
 {{- if .Values.userServer.enabled -}}
 {{- fail (printf "userServer.enabled: %s; leave it false" $userServer) -}}
 {{- end -}}
@@ -179,14 +186,11 @@ install rather than deploy nothing or a container that cannot start.
 {{- if ne .Values.exposedServicesConfigMapName "cluster-proxy-exposed-services" -}}
 {{- fail (printf "exposedServicesConfigMapName: only the user-server reads it, and %s; leave it at cluster-proxy-exposed-services" $userServer) -}}
 {{- end -}}
-{{- if .Values.enableServiceProxy -}}
-{{- fail (printf "enableServiceProxy: %s; leave it false" $serviceProxy) -}}
-{{- end -}}
 {{- if .Values.featureGates.clusterProfile -}}
 {{- fail "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false" -}}
 {{- end -}}
 {{- if not .Values.enableImpersonation -}}
-{{- fail "enableImpersonation: false is not supported: the service-proxy, once available, always impersonates users (remove the value or set it to true)" -}}
+{{- fail "enableImpersonation: false is not supported: the addon-manager always lets the agents review hub tokens; turn impersonation off per cluster with the AddOnDeploymentConfig customizedVariable enableImpersonation=\"false\" (remove the value or set it to true)" -}}
 {{- end -}}
 {{- if and .Values.installByPlacement.placementNamespace (not .Values.installByPlacement.placementName) -}}
 {{- fail "installByPlacement.placementNamespace is set without installByPlacement.placementName: name the Placement too, or unset the namespace" -}}

@@ -19,11 +19,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
 	"open-cluster-management.io/cluster-proxy/internal/certs"
@@ -50,9 +52,42 @@ func hubCA(ctx SpecContext) *certs.CA {
 	return ca
 }
 
+// putServiceProxyCertificate issues a service-proxy serving certificate from
+// the hub CA, as `cluster-proxy controllers` does, and stores it in the
+// Secret the addon-manager copies to every cluster. It returns the
+// certificate PEM.
+func putServiceProxyCertificate(ctx SpecContext, commonName string) []byte {
+	certPEM, keyPEM, err := hubCA(ctx).Issue(certs.LeafSpec{
+		CommonName: commonName, SANs: []string{"*.open-cluster-management.proxy"}, Usage: certs.UsageServing,
+	}, time.Now())
+	Expect(err).NotTo(HaveOccurred())
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: hubNamespace, Name: proxyv1alpha1.ServiceProxyCertSecretName}}
+	_, err = controllerutil.CreateOrUpdate(ctx, k8sClient, secret, func() error {
+		secret.Type = corev1.SecretTypeTLS
+		secret.Data = map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}
+		return nil
+	})
+	Expect(err).NotTo(HaveOccurred())
+	return certPEM
+}
+
+// secretData decodes key of the Secret name among a ManifestWork's objects.
+func secretData(g Gomega, objs map[string]*unstructured.Unstructured, name, key string) []byte {
+	g.Expect(objs).To(HaveKey("Secret/" + name))
+	encoded, _, err := unstructuredString(objs["Secret/"+name].Object, "data", key)
+	g.Expect(err).NotTo(HaveOccurred())
+	data, err := base64.StdEncoding.DecodeString(encoded)
+	g.Expect(err).NotTo(HaveOccurred())
+	return data
+}
+
 var _ = Describe("The agent addon", Ordered, Label("agentaddon"), func() {
+	var serviceProxyCert []byte
 	BeforeAll(func(ctx SpecContext) {
 		Expect(k8sClient.Create(ctx, newMPC("cluster-proxy", hostnameEntrypoint("proxy.hub.example.com", 443)))).To(Succeed())
+		// The manager runs with its default --enable-service-proxy=true; the
+		// CA exists once it has reconciled the configuration.
+		serviceProxyCert = putServiceProxyCertificate(ctx, "service-proxy-1")
 		createCluster(ctx, "cluster1", true)
 		createAddon(ctx, "cluster1")
 		configure(ctx, "cluster1", mpcConfig("cluster-proxy"))
@@ -88,6 +123,26 @@ var _ = Describe("The agent addon", Ordered, Label("agentaddon"), func() {
 			"--hub-kubeconfig=/etc/kubeconfig/kubeconfig", "--cluster-name=cluster1", "--proxy-server-namespace="+hubNamespace))
 		Expect(addonAgent.Args).NotTo(ContainElement(HavePrefix("--enable-port-forward-proxy")))
 		Expect(d.Spec.Template.Annotations).To(HaveKeyWithValue(proxyv1alpha1.AnnotationConfigurationGeneration, "1"))
+
+		By("running the service-proxy with the hub's certificate and the hub CA for its callers")
+		serviceProxy := container(d, "service-proxy")
+		Expect(serviceProxy.Command).To(Equal([]string{"/cluster-proxy"}))
+		Expect(serviceProxy.Args).To(ContainElements("service-proxy", "--client-ca=/server-cert/ca.crt", "--enable-impersonation=true"))
+		Expect(d.Spec.Template.Spec.HostAliases).To(ConsistOf(corev1.HostAlias{IP: "127.0.0.1", Hostnames: []string{proxyv1alpha1.ServiceProxyHost("cluster1")}}))
+		Expect(secretData(Default, objs, "cluster-proxy-service-proxy-server-certificates", corev1.TLSCertKey)).To(Equal(serviceProxyCert))
+		Expect(secretData(Default, objs, "cluster-proxy-service-proxy-server-certificates", "ca.crt")).To(Equal(hubCA(ctx).CertPEM))
+	})
+
+	It("delivers a reissued service-proxy certificate to the cluster without any other change", func(ctx SpecContext) {
+		// Nothing the addon-framework watches changes: only the manager's
+		// watch on the Secret re-renders the addon.
+		reissued := putServiceProxyCertificate(ctx, "service-proxy-2")
+		Expect(reissued).NotTo(Equal(serviceProxyCert))
+		Eventually(func(g Gomega) {
+			objs, err := manifests(ctx, "cluster1")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(secretData(g, objs, "cluster-proxy-service-proxy-server-certificates", corev1.TLSCertKey)).To(Equal(reissued))
+		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
 	})
 
 	It("registers the agents with the hub: kube client and the proxy-agent signer naming the cluster", func(ctx SpecContext) {

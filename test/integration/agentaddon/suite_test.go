@@ -62,7 +62,6 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	opts.SignerSecretNamespace = hubNamespace
 	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
 	opts.AgentImageName = "quay.io/open-cluster-management/cluster-proxy:v1.0.0"
-	opts.EnableServiceProxy = false
 	Expect(opts.Validate()).To(Succeed())
 
 	var mgrCtx context.Context

@@ -46,32 +46,111 @@ cluster-proxy-agent.kubeApiProxyEnabled: "true" when enableKubeApiProxy is on.
 {{- end -}}
 
 {{/*
-cluster-proxy-agent.validate fails the render, naming the value, on the
-values of the service-proxy: the cluster-proxy binary has no service-proxy
-command yet, so the chart has no service-proxy container and
-refuses the values that would switch it on or configure it rather than
-accept them and do nothing. enableImpersonation is refused only when false:
-the service-proxy, once available, always impersonates.
+cluster-proxy-agent.serviceProxyEnabled: "true" when enableServiceProxy is on.
 */}}
-{{- define "cluster-proxy-agent.validate" -}}
-{{- $unavailable := "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)" -}}
-{{- if eq (include "cluster-proxy-agent.isTrue" (index .Values "enableServiceProxy")) "true" -}}
-{{- fail (printf "enableServiceProxy: %s; leave it false" $unavailable) -}}
+{{- define "cluster-proxy-agent.serviceProxyEnabled" -}}
+{{- include "cluster-proxy-agent.isTrue" (index .Values "enableServiceProxy") -}}
 {{- end -}}
-{{- if include "cluster-proxy-agent.argList" (index .Values "additionalServiceProxyArgs") | trim -}}
-{{- fail (printf "additionalServiceProxyArgs (ManagedProxyConfiguration spec.proxyAgent.additionalServiceProxyArgs): only the service-proxy reads it, and %s; leave it empty" $unavailable) -}}
+
+{{/*
+cluster-proxy-agent.impersonationEnabled: "true" when the service-proxy runs
+and impersonates: enableImpersonation is on, or OIDC is configured (OIDC
+users are always forwarded impersonated).
+*/}}
+{{- define "cluster-proxy-agent.impersonationEnabled" -}}
+{{- if eq (include "cluster-proxy-agent.serviceProxyEnabled" .) "true" -}}
+{{- if or (eq (include "cluster-proxy-agent.isTrue" (index .Values "enableImpersonation")) "true") (include "cluster-proxy-agent.oidcIssuer" .) -}}
+true
+{{- else -}}
+false
 {{- end -}}
-{{- if index .Values "additionalServiceCAConfigMap" | default "" | toString -}}
-{{- fail (printf "additionalServiceCAConfigMap (ManagedProxyConfiguration spec.proxyAgent.additionalServiceCAConfigMap): only the service-proxy reads it, and %s; leave it empty" $unavailable) -}}
-{{- end -}}
-{{- range $name := list "serviceProxySecretCert" "serviceProxySecretKey" -}}
-{{- if index $.Values $name | default "" | toString -}}
-{{- fail (printf "%s: only the service-proxy reads it, and %s; leave it empty" $name $unavailable) -}}
+{{- else -}}
+false
 {{- end -}}
 {{- end -}}
-{{- if hasKey .Values.AsMap "enableImpersonation" -}}
-{{- if ne (include "cluster-proxy-agent.isTrue" (index .Values "enableImpersonation")) "true" -}}
-{{- fail "enableImpersonation: false is not supported: the service-proxy, once available, always impersonates users (remove the value or set it to true)" -}}
+
+{{/*
+cluster-proxy-agent.oidcIssuer: the OIDC issuer URL the service-proxy
+accepts, from oidcIssuerURL or an --oidc-issuer-url in
+additionalServiceProxyArgs; empty when OIDC is off.
+*/}}
+{{- define "cluster-proxy-agent.oidcIssuer" -}}
+{{- $issuer := index .Values "oidcIssuerURL" | default "" | toString | trim -}}
+{{- if not $issuer -}}
+{{- range $arg := include "cluster-proxy-agent.argList" (index .Values "additionalServiceProxyArgs") | fromYamlArray -}}
+{{- if hasPrefix "--oidc-issuer-url=" (toString $arg) -}}
+{{- $issuer = trimPrefix "--oidc-issuer-url=" (toString $arg) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $issuer -}}
+{{- end -}}
+
+{{/*
+cluster-proxy-agent.oidcArgs: YAML list items of the service-proxy's OIDC
+flags from the oidc* values; nothing when oidcIssuerURL is empty. Fails the
+render, naming the value, when the issuer and client ID are not set
+together, when additionalServiceProxyArgs also sets --oidc-issuer-url, or
+when oidcRequiredClaimsJSON is not a JSON object of strings.
+*/}}
+{{- define "cluster-proxy-agent.oidcArgs" -}}
+{{- $v := .Values -}}
+{{- $str := dict -}}
+{{- range $k := list "oidcIssuerURL" "oidcClientID" "oidcUsernameClaim" "oidcUsernamePrefix" "oidcGroupsClaim" "oidcGroupsPrefix" "oidcSigningAlgs" "oidcCAConfigMap" "oidcRequiredClaimsJSON" -}}
+{{- $_ := set $str $k (index $v $k | default "" | toString | trim) -}}
+{{- end -}}
+{{- if and $str.oidcIssuerURL (not $str.oidcClientID) -}}
+{{- fail "oidcClientID: required when oidcIssuerURL is set (the audience the ID tokens must be issued for)" -}}
+{{- end -}}
+{{- if and $str.oidcClientID (not $str.oidcIssuerURL) -}}
+{{- fail "oidcIssuerURL: required when oidcClientID is set" -}}
+{{- end -}}
+{{- if $str.oidcIssuerURL -}}
+{{- range $arg := include "cluster-proxy-agent.argList" (index $v "additionalServiceProxyArgs") | fromYamlArray -}}
+{{- if hasPrefix "--oidc-issuer-url" (toString $arg) -}}
+{{- fail (printf "additionalServiceProxyArgs: %q conflicts with oidcIssuerURL; set the issuer in one place" (toString $arg)) -}}
+{{- end -}}
+{{- end -}}
+{{- $args := list (printf "--oidc-issuer-url=%s" $str.oidcIssuerURL) (printf "--oidc-client-id=%s" $str.oidcClientID) -}}
+{{- range $pair := list (list "oidcUsernameClaim" "--oidc-username-claim") (list "oidcUsernamePrefix" "--oidc-username-prefix") (list "oidcGroupsClaim" "--oidc-groups-claim") (list "oidcGroupsPrefix" "--oidc-groups-prefix") (list "oidcSigningAlgs" "--oidc-signing-algs") (list "oidcCAConfigMap" "--oidc-ca-configmap") -}}
+{{- with index $str (index $pair 0) -}}
+{{- $args = append $args (printf "%s=%s" (index $pair 1) .) -}}
+{{- end -}}
+{{- end -}}
+{{- $reserved := index $v "oidcReservedNamePrefixes" -}}
+{{- if kindIs "slice" $reserved -}}
+{{- $reserved = join "," $reserved -}}
+{{- else if kindIs "invalid" $reserved -}}
+{{- $reserved = "system:" -}}
+{{- end -}}
+{{- $args = append $args (printf "--oidc-reserved-name-prefixes=%s" (toString $reserved | trim)) -}}
+{{- with $str.oidcRequiredClaimsJSON -}}
+{{- $claims := . | fromJson -}}
+{{- if or (hasKey $claims "Error") (not (hasPrefix "{" .)) -}}
+{{- fail (printf "oidcRequiredClaimsJSON: %q is not a JSON object of claim names to string values" .) -}}
+{{- end -}}
+{{- range $name := keys $claims | sortAlpha -}}
+{{- $value := index $claims $name -}}
+{{- if not (kindIs "string" $value) -}}
+{{- fail (printf "oidcRequiredClaimsJSON: claim %q must have a string value, not %v" $name $value) -}}
+{{- end -}}
+{{- $args = append $args (printf "--oidc-required-claim=%s=%s" $name $value) -}}
+{{- end -}}
+{{- end -}}
+{{- include "cluster-proxy-agent.argList" $args -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+cluster-proxy-agent.validateServiceProxyArgs fails the render when
+additionalServiceProxyArgs sets a flag the chart owns.
+*/}}
+{{- define "cluster-proxy-agent.validateServiceProxyArgs" -}}
+{{- range $arg := include "cluster-proxy-agent.argList" (index .Values "additionalServiceProxyArgs") | fromYamlArray -}}
+{{- range $owned := list "--enable-impersonation" "--cert" "--key" "--client-ca" "--hub-kubeconfig" -}}
+{{- if or (eq (toString $arg) $owned) (hasPrefix (printf "%s=" $owned) (toString $arg)) -}}
+{{- fail (printf "additionalServiceProxyArgs: %q is set by the chart (use the enableImpersonation value for impersonation)" (toString $arg)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -100,8 +179,8 @@ proxy.open-cluster-management.io/component-name: proxy-agent
 {{- end -}}
 
 {{/*
-cluster-proxy-agent.agentImage: image of the addon-agent container:
-global.imageOverrides.agentImage, else
+cluster-proxy-agent.agentImage: image of the addon-agent and service-proxy
+containers: global.imageOverrides.agentImage, else
 <registry>/<image>:<tag> (<registry>/<image>@<digest> for a tag starting
 with "@").
 */}}
@@ -242,19 +321,22 @@ NodeSelector (ToAddOnDeploymentConfigValues) merged, later winning per key.
 
 {{/*
 cluster-proxy-agent.tolerations: JSON list of the agent pod's tolerations:
-the infra-taint defaults, then tolerations (ToAddOnNodePlacementValues), then
-Tolerations (ToAddOnDeploymentConfigValues), without duplicates.
+Tolerations (ToAddOnDeploymentConfigValues) when it is a non-empty list, else
+tolerations (values.yaml's infra-taint defaults, which an
+AddOnDeploymentConfig's nodePlacement replaces through
+ToAddOnNodePlacementValues). A list given replaces the defaults, as in the
+existing addon, so a user can drop the infra tolerations.
 */}}
 {{- define "cluster-proxy-agent.tolerations" -}}
-{{- $out := list
-  (dict "key" "dedicated" "operator" "Equal" "value" "infra" "effect" "NoSchedule")
-  (dict "key" "node-role.kubernetes.io/infra" "operator" "Exists" "effect" "NoSchedule") -}}
-{{- range $src := list (index .Values "tolerations") (index .Values "Tolerations") -}}
-{{- if kindIs "slice" $src -}}
-{{- $out = concat $out ($src | toJson | fromJsonArray) -}}
+{{- $out := list -}}
+{{- $fromConfig := index .Values "Tolerations" -}}
+{{- $fromValues := index .Values "tolerations" -}}
+{{- if and (kindIs "slice" $fromConfig) $fromConfig -}}
+{{- $out = $fromConfig -}}
+{{- else if kindIs "slice" $fromValues -}}
+{{- $out = $fromValues -}}
 {{- end -}}
-{{- end -}}
-{{- toJson (uniq $out) -}}
+{{- toJson $out -}}
 {{- end -}}
 
 {{/*

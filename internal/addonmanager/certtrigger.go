@@ -1,0 +1,83 @@
+package addonmanager
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
+
+	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+)
+
+// certificateTrigger re-renders every cluster-proxy addon when the
+// service-proxy certificate Secret changes (created, reissued by
+// `cluster-proxy controllers`, deleted), so each cluster's copy follows it.
+// The addon-framework only re-renders on addon, cluster and config changes,
+// and that Secret is none of them.
+type certificateTrigger struct {
+	kubeClient  kubernetes.Interface
+	addonClient addonclient.Interface
+	namespace   string
+	// trigger queues one addon for rendering (the addon-framework
+	// manager's Trigger).
+	trigger func(clusterName, addonName string)
+}
+
+// Start watches the Secret until ctx ends.
+func (t *certificateTrigger) Start(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithValues("secret", t.namespace+"/"+proxyv1alpha1.ServiceProxyCertSecretName)
+	factory := informers.NewSharedInformerFactoryWithOptions(t.kubeClient, 10*time.Minute,
+		informers.WithNamespace(t.namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", proxyv1alpha1.ServiceProxyCertSecretName).String()
+		}))
+	informer := factory.Core().V1().Secrets().Informer()
+	changed := func(reason string) {
+		if err := t.triggerAll(ctx); err != nil {
+			logger.Error(err, "Failed to re-render the addons after the service-proxy certificate changed", "change", reason)
+			return
+		}
+		logger.V(2).Info("Service-proxy certificate changed; addons re-rendered", "change", reason)
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { changed("added") },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, okOld := oldObj.(*corev1.Secret)
+			n, okNew := newObj.(*corev1.Secret)
+			if okOld && okNew && o.ResourceVersion == n.ResourceVersion {
+				return // a resync
+			}
+			changed("updated")
+		},
+		DeleteFunc: func(any) { changed("deleted") },
+	}); err != nil {
+		return fmt.Errorf("failed to watch the service-proxy certificate Secret: %w", err)
+	}
+	factory.Start(ctx.Done())
+	<-ctx.Done()
+	factory.Shutdown()
+	return nil
+}
+
+// triggerAll queues every ManagedClusterAddOn of the cluster-proxy addon.
+func (t *certificateTrigger) triggerAll(ctx context.Context) error {
+	addons, err := t.addonClient.AddonV1beta1().ManagedClusterAddOns(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", agentaddon.AddonName).String(),
+	})
+	if err != nil {
+		return fmt.Errorf("failed to list the %s addons: %w", agentaddon.AddonName, err)
+	}
+	for _, addon := range addons.Items {
+		t.trigger(addon.Namespace, addon.Name)
+	}
+	return nil
+}
