@@ -221,6 +221,11 @@ var _ = Describe("cluster-proxy on the local environment", Ordered, func() {
 					// The API defaults it to open-cluster-management-agent-addon,
 					// which would move the agent: keep the chart's namespace.
 					AgentInstallNamespace: agentNamespace,
+					// Replaces the chart's infra tolerations, as in the
+					// existing addon.
+					NodePlacement: &addonv1alpha1.NodePlacement{Tolerations: []corev1.Toleration{
+						{Key: "cluster-proxy-e2e", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+					}},
 					ResourceRequirements: []addonv1alpha1.ContainerResourceRequirements{{
 						ContainerID: "deployments:cluster-proxy-proxy-agent:proxy-agent",
 						Resources:   corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: memory}},
@@ -242,6 +247,9 @@ var _ = Describe("cluster-proxy on the local environment", Ordered, func() {
 				g.Expect(err).NotTo(HaveOccurred())
 				requests := containerRequests(d, "proxy-agent")
 				g.Expect(requests.Memory().Equal(memory)).To(BeTrue(), "requests %v", requests)
+				g.Expect(d.Spec.Template.Spec.Tolerations).To(Equal([]corev1.Toleration{
+					{Key: "cluster-proxy-e2e", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+				}))
 			}).WithContext(ctx).Should(Succeed())
 			Eventually(func(g Gomega) {
 				d, err := managed[cluster].AppsV1().Deployments(agentNamespace).Get(ctx, agentDeployment, metav1.GetOptions{})

@@ -83,7 +83,8 @@ func Up(ctx context.Context, o UpOptions) error {
 	}
 	helm := exec.CommandContext(ctx, o.Helm, "upgrade", "--install", ReleaseName, o.Chart,
 		"--namespace", ChartNamespace, "--create-namespace", "--kubeconfig", env.HubKubeconfig,
-		"--set", "proxyServer.entrypointAddress="+EntrypointHostname)
+		"--set", "proxyServer.entrypointAddress="+EntrypointHostname,
+		"--set", "enableServiceProxy=true")
 	helm.Stdout, helm.Stderr = o.Out, o.Out
 	if err := helm.Run(); err != nil {
 		return fmt.Errorf("helm install: %w", err)
