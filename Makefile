@@ -133,7 +133,7 @@ test-unit: ## Run unit tests (with -race).
 
 # Fuzz targets, as <package>:<FuzzFunc>; make test runs each for FUZZ_TIME
 # (their seed corpora also run as plain tests in test-unit).
-FUZZ_TARGETS := ./internal/serviceproxy:FuzzResolveTarget
+FUZZ_TARGETS := ./internal/serviceproxy:FuzzResolveTarget ./internal/userserver:FuzzParseRoute
 FUZZ_TIME ?= 15s
 
 .PHONY: test-fuzz

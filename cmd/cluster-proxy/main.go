@@ -1,8 +1,9 @@
 // Command cluster-proxy holds cluster-proxy's HTTP-side commands:
 // controllers (hub) keeps the service-proxy's serving certificate fresh;
 // service-proxy (managed clusters) forwards requests that come through the
-// tunnel to the kube-apiserver or a Service. The user-server is being built
-// (see the open issues).
+// tunnel to the kube-apiserver or a Service; user-server (hub) is the HTTPS
+// front door to every managed cluster through the tunnel and the
+// service-proxies.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/servicecert"
 	"open-cluster-management.io/cluster-proxy/internal/serviceproxy"
+	"open-cluster-management.io/cluster-proxy/internal/userserver"
 	"open-cluster-management.io/cluster-proxy/internal/version"
 )
 
@@ -28,5 +30,8 @@ func main() {
 	serviceProxy := serviceproxy.NewOptions()
 	root.AddCommand(command.New("service-proxy", "forward tunnelled requests to the kube-apiserver or a Service (managed cluster)", serviceProxy,
 		func(ctx context.Context) error { return serviceproxy.Run(ctx, serviceProxy) }))
+	userServer := userserver.NewOptions()
+	root.AddCommand(command.New("user-server", "serve HTTPS access to every managed cluster through the tunnel (hub)", userServer,
+		func(ctx context.Context) error { return userserver.Run(ctx, userServer) }))
 	command.Execute(root)
 }

@@ -1,0 +1,85 @@
+package userserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"open-cluster-management.io/cluster-proxy/internal/httpserve"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+	"open-cluster-management.io/cluster-proxy/pkg/client"
+)
+
+// Server forwards /<cluster>/... requests to the cluster's service-proxy
+// through the tunnel.
+type Server struct {
+	// Transport reaches service-proxies: it dials through the pooled tunnel
+	// and verifies them with the cluster-proxy CA, presenting the
+	// proxy-client certificate. One keep-alive pool per cluster (per host).
+	Transport http.RoundTripper
+	// Allowlist returns the exposed-services list in force.
+	Allowlist func() Allowlist
+}
+
+// ServeHTTP routes the request and forwards it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := klog.FromContext(r.Context())
+	route, err := ParseRoute(r.URL.EscapedPath())
+	if err != nil {
+		httpserve.WriteStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		return
+	}
+	if route.Service && !s.Allowlist().Allows(route.Target) {
+		httpserve.WriteStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf(
+			"service %s/%s (%s, port %d) is not exposed by the user-server: add it to the exposed-services ConfigMap",
+			route.Target.Namespace, route.Target.Name, route.Target.Proto, route.Target.Port))
+		return
+	}
+	host := net.JoinHostPort(proxyv1alpha1.ServiceProxyHost(route.Cluster), strconv.Itoa(int(proxyv1alpha1.ServiceProxyPort)))
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "https"
+			pr.Out.URL.Host = host
+			pr.Out.URL.Path, pr.Out.URL.RawPath = "", ""
+			// route.Path is escaped (it came from EscapedPath, so it
+			// unescapes); RawPath keeps an escaped "/" distinct.
+			pr.Out.URL.Path, _ = url.PathUnescape(route.Path)
+			if pr.Out.URL.Path != route.Path {
+				pr.Out.URL.RawPath = route.Path
+			}
+			pr.Out.Host = host
+			// The caller's own Cluster-Proxy-* headers never reach the
+			// service-proxy: the route decides the target.
+			for k, v := range route.Target.Headers() {
+				pr.Out.Header.Set(k, v)
+			}
+		},
+		Transport:     s.Transport,
+		FlushInterval: -1, // watches and logs stream as they come
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			code, reason, msg := describeError(route.Cluster, err)
+			log.V(2).Info("Failed to forward a request", "cluster", route.Cluster, "path", route.Path, "err", err.Error())
+			httpserve.WriteStatus(w, code, reason, msg)
+		},
+	}
+	proxy.ServeHTTP(w, r)
+}
+
+// describeError turns a forwarding error into the status the user sees,
+// naming the cluster.
+func describeError(cluster string, err error) (int, metav1.StatusReason, string) {
+	var noAgent *client.NoAgentError
+	if errors.As(err, &noAgent) {
+		return http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, fmt.Sprintf(
+			"cluster %q is not reachable: no cluster-proxy agent of it is connected (is it a managed cluster of this hub with the cluster-proxy addon available?)", cluster)
+	}
+	return http.StatusBadGateway, metav1.StatusReasonServiceUnavailable, fmt.Sprintf(
+		"failed to reach cluster %q through the tunnel: %v", cluster, err)
+}
