@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
@@ -102,4 +104,64 @@ func TestCertificatesHashChangesWithAnyMountedCertificate(t *testing.T) {
 	g.Expect(certificatesHash([]byte("ca2"), [][]byte{[]byte("a"), []byte("b")})).NotTo(Equal(base))
 	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("a"), []byte("c")})).NotTo(Equal(base))
 	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("ab"), []byte("")})).NotTo(Equal(base))
+}
+
+func TestProfileArgs(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    map[string]string
+		absent  bool
+		want    []string
+		wantErr []string
+	}{
+		{name: "no ConfigMap: the defaults the existing addon passes", absent: true, want: []string{"--tls-min-version=VersionTLS12"}},
+		{name: "empty ConfigMap: the defaults", data: map[string]string{}, want: []string{"--tls-min-version=VersionTLS12"}},
+		{name: "minimum version only", data: map[string]string{"minTLSVersion": "VersionTLS13"}, want: []string{"--tls-min-version=VersionTLS13"}},
+		{
+			name: "cipher suites only: the default minimum version with them",
+			data: map[string]string{"cipherSuites": " TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 , TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,"},
+			want: []string{"--tls-min-version=VersionTLS12", "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"},
+		},
+		{
+			name: "both",
+			data: map[string]string{"minTLSVersion": "VersionTLS11", "cipherSuites": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"},
+			want: []string{"--tls-min-version=VersionTLS11", "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"},
+		},
+		{
+			name: "sdk-go's alias spelling is passed as the proxy-server spells it",
+			data: map[string]string{"minTLSVersion": "TLSv1.3"},
+			want: []string{"--tls-min-version=VersionTLS13"},
+		},
+		{name: "blank values: the defaults", data: map[string]string{"minTLSVersion": " ", "cipherSuites": " , "}, want: []string{"--tls-min-version=VersionTLS12"}},
+		{name: "unknown version", data: map[string]string{"minTLSVersion": "TLS9000"}, wantErr: []string{"ns/ocm-tls-profile", "minTLSVersion", `"TLS9000"`}},
+		{
+			name:    "unknown cipher suite",
+			data:    map[string]string{"cipherSuites": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_NOPE"},
+			wantErr: []string{"cipherSuites", `"TLS_NOPE"`, "unknown cipher suite"},
+		},
+		{
+			name:    "insecure cipher suite (the proxy-server would refuse to start)",
+			data:    map[string]string{"cipherSuites": "TLS_RSA_WITH_RC4_128_SHA"},
+			wantErr: []string{"cipherSuites", `"TLS_RSA_WITH_RC4_128_SHA"`, "insecure"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			var cm *corev1.ConfigMap
+			if !tt.absent {
+				cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: TLSProfileConfigMapName}, Data: tt.data}
+			}
+			got, err := profileArgs(cm)
+			if len(tt.wantErr) > 0 {
+				g.Expect(err).To(HaveOccurred())
+				for _, s := range tt.wantErr {
+					g.Expect(err.Error()).To(ContainSubstring(s))
+				}
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got).To(Equal(tt.want))
+		})
+	}
 }

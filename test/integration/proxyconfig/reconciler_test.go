@@ -112,6 +112,8 @@ var _ = Describe("A default ManagedProxyConfiguration", Label("proxyconfig"), fu
 			"--agent-port=8091",
 			"--health-port=8092",
 			"--admin-port=8095",
+			// No TLS profile ConfigMap: its defaults (tlsprofile_test.go).
+			"--tls-min-version=VersionTLS12",
 		}))
 		Expect(*c.SecurityContext.AllowPrivilegeEscalation).To(BeFalse())
 		Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
@@ -209,37 +211,6 @@ var _ = Describe("Changing a ManagedProxyConfiguration", Label("proxyconfig"), f
 		}).WithContext(ctx).WithTimeout(timeout).Should(BeTrue())
 		waitObserved(ctx, name)
 		Expect(getMPC(ctx, name).Status.Conditions).NotTo(ContainElement(HaveField("Type", proxyv1alpha1.ConditionTypeUserServerSecretSigned)))
-	})
-
-	It("passes the OCM TLS profile to the proxy-server and explains a bad one", func(ctx SpecContext) {
-		createMPC(ctx, newMPC("tls-profile", "proxy-tls"))
-		DeferCleanup(deleteMPC, "tls-profile")
-		waitObserved(ctx, "tls-profile")
-
-		profile := &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Namespace: managerNamespace, Name: "ocm-tls-profile"},
-			Data:       map[string]string{"minTLSVersion": "VersionTLS11"},
-		}
-		Expect(k8sClient.Create(ctx, profile)).To(Succeed())
-		DeferCleanup(func(ctx SpecContext) { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, profile))).To(Succeed()) })
-		Eventually(func() []string {
-			return getDeployment(ctx, "proxy-tls", "tls-profile").Spec.Template.Spec.Containers[0].Args
-		}).WithContext(ctx).WithTimeout(timeout).Should(ContainElement("--tls-min-version=VersionTLS11"))
-
-		profile.Data = map[string]string{"minTLSVersion": "TLS9000"}
-		Expect(k8sClient.Update(ctx, profile)).To(Succeed())
-		cond := expectCondition(ctx, "tls-profile", proxyv1alpha1.ConditionTypeProxyServerDeployed, metav1.ConditionFalse, proxyconfig.ReasonInvalidTLSProfile)
-		Expect(cond.Message).To(And(ContainSubstring("minTLSVersion"), ContainSubstring("TLS9000")))
-		Expect(getDeployment(ctx, "proxy-tls", "tls-profile").Spec.Template.Spec.Containers[0].Args).
-			To(ContainElement("--tls-min-version=VersionTLS11"), "a bad profile must not touch the running Deployment")
-
-		profile.Data = map[string]string{"minTLSVersion": "VersionTLS13", "cipherSuites": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}
-		Expect(k8sClient.Update(ctx, profile)).To(Succeed())
-		expectCondition(ctx, "tls-profile", proxyv1alpha1.ConditionTypeProxyServerDeployed, metav1.ConditionTrue, proxyv1alpha1.ReasonSuccessfullyDeployed)
-		Eventually(func() []string {
-			return getDeployment(ctx, "proxy-tls", "tls-profile").Spec.Template.Spec.Containers[0].Args
-		}).WithContext(ctx).WithTimeout(timeout).Should(ContainElements(
-			"--tls-min-version=VersionTLS13", "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"))
 	})
 })
 
