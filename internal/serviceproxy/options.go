@@ -288,7 +288,8 @@ func requiredClaims(m map[string]string) []string {
 func Run(ctx context.Context, o *Options) error {
 	log := klog.FromContext(ctx)
 	// The authenticators' background work (OIDC discovery and key fetching,
-	// the CA ConfigMap's informer) lasts until the drain is over.
+	// the CA ConfigMap's informer) and the TLS profile's watch last until
+	// the drain is over.
 	authnCtx, stopAuthn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAuthn()
 	server, err := o.newServer(authnCtx)
@@ -303,19 +304,16 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("failed to load --client-ca: %w", err)
 	}
+	tlsProfile, err := o.watchTLSProfile(authnCtx)
+	if err != nil {
+		return err
+	}
 	https := &http.Server{
 		Addr: o.BindAddress,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			server.ServeHTTP(w, r.WithContext(klog.NewContext(r.Context(), log)))
 		}),
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{serving},
-			// Callers without a certificate reach the handler, which tells
-			// them why they are refused.
-			ClientAuth: tls.VerifyClientCertIfGiven,
-			ClientCAs:  clientCAs,
-		},
+		TLSConfig:         servingTLSConfig(serving, clientCAs, tlsProfile),
 		ReadHeaderTimeout: 32 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 	}
