@@ -3,7 +3,8 @@
 // service-proxy (managed clusters) forwards requests that come through the
 // tunnel to the kube-apiserver or a Service; user-server (hub) is the HTTPS
 // front door to every managed cluster through the tunnel and the
-// service-proxies.
+// service-proxies; kubeconfig prints a kubeconfig that reaches a managed
+// cluster through the user-server.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"open-cluster-management.io/cluster-proxy/internal/clusterkubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/servicecert"
 	"open-cluster-management.io/cluster-proxy/internal/serviceproxy"
@@ -33,5 +35,8 @@ func main() {
 	userServer := userserver.NewOptions()
 	root.AddCommand(command.New("user-server", "serve HTTPS access to every managed cluster through the tunnel (hub)", userServer,
 		func(ctx context.Context) error { return userserver.Run(ctx, userServer) }))
+	kubeconfig := clusterkubeconfig.NewOptions()
+	root.AddCommand(command.New("kubeconfig", "print a kubeconfig that reaches a managed cluster through the user-server with your hub token", kubeconfig,
+		func(ctx context.Context) error { return clusterkubeconfig.Run(ctx, kubeconfig) }))
 	command.Execute(root)
 }
