@@ -19,8 +19,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"open-cluster-management.io/cluster-proxy/pkg/client"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+	"open-cluster-management.io/cluster-proxy/pkg/client"
 	"open-cluster-management.io/cluster-proxy/test/localenv"
 )
 
