@@ -38,7 +38,7 @@ func Serve(ctx context.Context, server *http.Server, listener net.Listener, heal
 	defer stopHealth()
 	g.Go(func() error { return health.run(healthCtx) })
 	g.Go(func() error {
-		log.Info("Serving", "address", listener.Addr().String())
+		log.Info("serving", "address", listener.Addr().String())
 		var err error
 		if server.TLSConfig != nil {
 			err = server.ServeTLS(listener, "", "")
@@ -54,7 +54,7 @@ func Serve(ctx context.Context, server *http.Server, listener net.Listener, heal
 		defer stopHealth()
 		<-gctx.Done()
 		health.ready.Store(false)
-		log.Info("Draining", "minDrainDuration", drain.MinDuration, "drainTimeout", drain.Timeout)
+		log.Info("draining", "minDrainDuration", drain.MinDuration, "drainTimeout", drain.Timeout)
 		select {
 		case <-time.After(drain.MinDuration):
 		case <-healthCtx.Done(): // the health server failed

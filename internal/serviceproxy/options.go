@@ -17,7 +17,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apiserver/plugin/pkg/authenticator/token/oidc"
 	"k8s.io/client-go/kubernetes"
@@ -25,7 +24,9 @@ import (
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/klog/v2"
 
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/internal/command"
+	"open-cluster-management.io/cluster-proxy/internal/httpserve"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/serviceproxy/authn"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
@@ -300,7 +301,7 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("failed to load --cert %s and --key %s: %w", o.CertFile, o.KeyFile, err)
 	}
-	clientCAs, err := loadPool(o.ClientCAFile)
+	clientCAs, err := certs.LoadCertPool(o.ClientCAFile)
 	if err != nil {
 		return fmt.Errorf("failed to load --client-ca: %w", err)
 	}
@@ -317,36 +318,11 @@ func Run(ctx context.Context, o *Options) error {
 		ReadHeaderTimeout: 32 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 	}
-	health := newHealth(o.HealthBindAddress)
-
 	listener, err := net.Listen("tcp", o.BindAddress)
 	if err != nil {
 		return fmt.Errorf("failed to listen on --bind-address %s: %w", o.BindAddress, err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	// Health answers (not ready) until the drain is over.
-	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopHealth()
-	g.Go(func() error { return health.run(healthCtx) })
-	g.Go(func() error {
-		log.Info("serving", "address", listener.Addr().String())
-		if err := https.ServeTLS(listener, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("the HTTPS server failed: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		defer stopHealth()
-		<-gctx.Done()
-		health.setReady(false)
-		log.Info("draining", "minDrainDuration", o.MinDrainDuration, "drainTimeout", o.DrainTimeout)
-		time.Sleep(o.MinDrainDuration)
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), o.DrainTimeout)
-		defer cancel()
-		return https.Shutdown(shutdownCtx)
-	})
-	health.setReady(true)
-	return g.Wait()
+	return httpserve.Serve(ctx, https, listener, o.HealthBindAddress, httpserve.Drain{MinDuration: o.MinDrainDuration, Timeout: o.DrainTimeout})
 }
 
 // newServer builds the handler: the kube-apiserver target, the transports
@@ -479,15 +455,3 @@ func (o *Options) transport(tlsConfig *tls.Config) *http.Transport {
 	}
 }
 
-// loadPool reads PEM certificates from path.
-func loadPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read %s: %w", path, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
-}

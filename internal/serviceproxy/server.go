@@ -2,7 +2,6 @@ package serviceproxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
+	"open-cluster-management.io/cluster-proxy/internal/httpserve"
 	"open-cluster-management.io/cluster-proxy/internal/identity"
 	"open-cluster-management.io/cluster-proxy/internal/serviceproxy/authn"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
@@ -47,12 +47,12 @@ type Server struct {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := klog.FromContext(r.Context())
 	if err := checkCaller(r); err != nil {
-		writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, err.Error())
+		httpserve.WriteStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, err.Error())
 		return
 	}
 	target, err := ResolveTarget(r.Header)
 	if err != nil {
-		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		httpserve.WriteStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 		return
 	}
 	out := r.Clone(r.Context())
@@ -67,7 +67,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			impersonated, status, msg := s.authenticate(r.Context(), out)
 			if status != 0 {
 				log.V(2).Info("refused a request for the kube-apiserver", "reason", msg)
-				writeStatus(w, status, metav1.StatusReasonUnauthorized, msg)
+				httpserve.WriteStatus(w, status, metav1.StatusReasonUnauthorized, msg)
 				return
 			}
 			if impersonated {
@@ -84,7 +84,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Transport: transport,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			log.V(2).Info("failed to reach the target", "target", targetURL.Host, "err", err.Error())
-			writeStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable,
+			httpserve.WriteStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable,
 				fmt.Sprintf("the service-proxy failed to reach %s: %v", targetURL.Host, err))
 		},
 	}
@@ -152,20 +152,4 @@ func checkCaller(r *http.Request) error {
 		return errors.New(callerRefusal + "; a proxy-agent certificate is not one")
 	}
 	return nil
-}
-
-// writeStatus answers with a Kubernetes Status object, which kubectl and
-// client-go show as the error.
-func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
-	status := metav1.Status{
-		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-		Status:   metav1.StatusFailure,
-		Message:  msg,
-		Reason:   reason,
-		Code:     int32(code),
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(status)
 }

@@ -42,28 +42,7 @@ func (o *Options) watchTLSProfile(ctx context.Context) (func() tlsprofile.Profil
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the managed cluster client for the TLS profile: %w", err)
 	}
-	return startTLSProfileWatch(ctx, client, o.PodNamespace, tlsProfileReadTimeout), nil
-}
-
-// startTLSProfileWatch starts a tlsprofile.Watcher of namespace and waits
-// up to timeout for its first read.
-func startTLSProfileWatch(ctx context.Context, client kubernetes.Interface, namespace string, timeout time.Duration) func() tlsprofile.Profile {
-	log := klog.FromContext(ctx).WithValues("configMap", klog.KRef(namespace, tlsprofile.ConfigMapName))
-	w := tlsprofile.NewWatcher(client, namespace)
-	go func() {
-		if err := w.Run(ctx); err != nil {
-			log.Error(err, "the TLS profile ConfigMap is not watched; serving with the last profile read")
-		}
-	}()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-w.Read():
-	case <-ctx.Done():
-	case <-timer.C:
-		log.Error(nil, "the TLS profile ConfigMap has not been read yet; serving with the default profile until it is", "waited", timeout)
-	}
-	return w.Current
+	return tlsprofile.Start(ctx, client, o.PodNamespace, tlsProfileReadTimeout), nil
 }
 
 // servingTLSConfig is the HTTPS server's TLS configuration: the serving
