@@ -32,9 +32,14 @@ import (
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/httpserve"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
+	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/pkg/client"
 )
+
+// tlsProfileReadTimeout bounds how long the user-server waits, before it
+// listens, for the first read of the TLS profile ConfigMap.
+const tlsProfileReadTimeout = 30 * time.Second
 
 // DefaultExposedServicesConfigMap is the allowlist ConfigMap's default name.
 const DefaultExposedServicesConfigMap = "cluster-proxy-exposed-services"
@@ -232,11 +237,13 @@ func Run(ctx context.Context, o *Options) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handler.ServeHTTP(w, r.WithContext(klog.NewContext(r.Context(), log)))
 		}),
-		TLSConfig: &tls.Config{
+		// The OCM TLS profile (ocm-tls-profile in the pod namespace)
+		// applies to each new handshake, without a restart.
+		TLSConfig: tlsprofile.ServerConfig(&tls.Config{
 			MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{serving},
 			// HTTP/1.1 only, for the upgrades.
 			NextProtos: []string{"http/1.1"},
-		},
+		}, tlsprofile.Start(bgCtx, kubeClient, o.PodNamespace, tlsProfileReadTimeout)),
 		ReadHeaderTimeout: 32 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 	}
