@@ -126,8 +126,8 @@ var _ = Describe("Installing the chart with the Helm CLI", Ordered, Label("helm"
 	It("refuses an upgrade to a part this version does not ship, naming the value, leaving the release as it was", func(ctx SpecContext) {
 		for _, c := range []struct{ set, want string }{
 			{"userServer.enabled=true", "userServer.enabled: " + userServerNotBuilt},
-			{"enableServiceProxy=true", "enableServiceProxy: " + serviceProxyNotBuilt},
 			{"featureGates.clusterProfile=true", "featureGates.clusterProfile: the ClusterProfile feature is not available"},
+			{"userServer.enabled=true,enableServiceProxy=true", "userServer.enabled: " + userServerNotBuilt},
 		} {
 			_, err := helmAt(ctx, "upgrade", releaseName, chartDir, "--reuse-values", "--set", c.set)
 			Expect(err).To(MatchError(ContainSubstring(c.want)), c.set)
@@ -135,7 +135,8 @@ var _ = Describe("Installing the chart with the Helm CLI", Ordered, Label("helm"
 			Expect(s.Info.Status).To(Equal("deployed"), c.set)
 			Expect(s.Version).To(Equal(2), c.set)
 		}
-		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-user", &appsv1.Deployment{})).To(Satisfy(apierrors.IsNotFound))
+		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-user", &appsv1.Deployment{})).To(Satisfy(apierrors.IsNotFound),
+			"a refused upgrade switching the service-proxy on too adds nothing")
 	})
 
 	It("uninstalls, keeping the CRD", func(ctx SpecContext) {

@@ -1,16 +1,23 @@
 package helm_test
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
@@ -33,11 +40,29 @@ const (
 	bindingKey        = "ManagedClusterSetBinding/" + releaseNamespace + "/global"
 )
 
-// Why the chart refuses the values of the parts this version does not ship.
+// Keys of the objects a render with enableServiceProxy=true adds: the
+// addon-user Deployment (container controllers, `cluster-proxy controllers`)
+// and its identity.
 const (
-	userServerNotBuilt   = "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)"
-	serviceProxyNotBuilt = "the service-proxy is not available in this version of cluster-proxy (the agent chart does not deploy it yet)"
+	userName       = "cluster-proxy-addon-user"
+	userSA         = "ServiceAccount/" + releaseNamespace + "/" + userName
+	userDeployment = "Deployment/" + releaseNamespace + "/" + userName
+	userRole       = "Role/" + releaseNamespace + "/open-cluster-management:cluster-proxy:addon-user"
+	userRB         = "RoleBinding/" + releaseNamespace + "/open-cluster-management:cluster-proxy:addon-user"
 )
+
+// defaultKeys are the objects of the default render.
+var defaultKeys = []string{
+	managerSA, managerCR, managerCRB, managerRole, managerRB, managerDeployment,
+	cmaKey, mpcKey, placementKey, bindingKey,
+}
+
+// Why the chart refuses the values of the parts this version does not ship.
+const userServerNotBuilt = "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)"
+
+// impersonationOffRefused is why the chart refuses enableImpersonation=false.
+const impersonationOffRefused = `enableImpersonation: false is not supported: the addon-manager always lets the agents review hub tokens; ` +
+	`turn impersonation off per cluster with the AddOnDeploymentConfig customizedVariable enableImpersonation="false" (remove the value or set it to true)`
 
 // acceptedProfiles are value profiles that render, the defaults first;
 // between them they set every value the chart accepts to something other
@@ -53,6 +78,7 @@ var acceptedProfiles = [][]string{
 		"--set", "networkPolicies.enabled=true,enableKubeApiProxy=false,replicas=2,spokeAddonNamespace=proxy-agents",
 		"--set", "registry=mirror.example.com/ocm,image=proxy,tag=v9.9.9,imagePullPolicy=Always",
 		"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent,enableImpersonation=true",
+		"--set", "enableServiceProxy=true",
 		"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
 		"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
 		"--set-json", `resources={"requests":{"cpu":"100m"},"limits":{"memory":"1Gi"}}`,
@@ -72,6 +98,32 @@ func shippedBinaries() []string {
 	}
 	Expect(binaries).To(ContainElement("/manager"))
 	return binaries
+}
+
+// clusterProxyCommands are the subcommands of /cluster-proxy: the names
+// cmd/cluster-proxy/main.go registers with command.New.
+func clusterProxyCommands() []string {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "cmd", "cluster-proxy", "main.go"))
+	Expect(err).NotTo(HaveOccurred())
+	var commands []string
+	for _, m := range regexp.MustCompile(`command\.New\("([^"]+)"`).FindAllStringSubmatch(string(data), -1) {
+		commands = append(commands, m[1])
+	}
+	Expect(commands).To(ContainElement("controllers"), "the subcommands of cmd/cluster-proxy/main.go")
+	return commands
+}
+
+// setsServiceProxy tells whether a value profile sets enableServiceProxy=true.
+func setsServiceProxy(profile []string) bool {
+	for i, arg := range profile {
+		if arg != "--set" || i+1 == len(profile) {
+			continue
+		}
+		if slices.Contains(strings.Split(profile[i+1], ","), "enableServiceProxy=true") {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultImage is the main image with the default tag, v<appVersion>.
@@ -105,10 +157,13 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		}
 	})
 
-	It("runs only binaries the image ships, and no user-server, under every profile", func(ctx SpecContext) {
+	It("runs only binaries and commands the image ships, and no user-server, under every profile", func(ctx SpecContext) {
 		shipped := shippedBinaries()
+		commands := clusterProxyCommands()
+		Expect(slices.ContainsFunc(acceptedProfiles, setsServiceProxy)).To(BeTrue(), "a profile runs the addon-user Deployment")
 		for _, profile := range acceptedProfiles {
 			objs := mustRender(ctx, profile...)
+			serviceProxy := setsServiceProxy(profile)
 			var deployments []string
 			for _, u := range objs {
 				if u.GetKind() != "Deployment" {
@@ -117,13 +172,26 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				deployments = append(deployments, u.GetName())
 				d := objs.deployment(u.GetName())
 				for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
+					Expect(c.Name).NotTo(ContainSubstring("user-server"), "profile %v: Deployment %s", profile, d.Name)
 					Expect(c.Command).NotTo(BeEmpty(), "profile %v: container %s", profile, c.Name)
 					Expect(shipped).To(ContainElement(c.Command[0]), "profile %v: container %s", profile, c.Name)
+					if c.Command[0] == "/cluster-proxy" {
+						Expect(c.Command).To(HaveLen(1), "profile %v: container %s: the subcommand is the first argument", profile, c.Name)
+						Expect(c.Args).NotTo(BeEmpty(), "profile %v: container %s runs /cluster-proxy without a subcommand", profile, c.Name)
+						Expect(commands).To(ContainElement(c.Args[0]), "profile %v: container %s", profile, c.Name)
+						Expect(c.Args[0]).NotTo(Equal("user-server"), "profile %v: container %s", profile, c.Name)
+					}
 				}
 			}
-			Expect(deployments).To(ConsistOf("cluster-proxy-addon-manager"), "profile %v", profile)
+			if serviceProxy {
+				Expect(deployments).To(ConsistOf("cluster-proxy-addon-manager", userName), "profile %v", profile)
+				Expect(containerNamed(objs.deployment(userName), "controllers").Command).To(Equal([]string{"/cluster-proxy"}), "profile %v", profile)
+			} else {
+				Expect(deployments).To(ConsistOf("cluster-proxy-addon-manager"), "profile %v", profile)
+			}
+			Expect(objs.keys()).NotTo(ContainElement(HavePrefix("Service/")), "profile %v: no user-server Service", profile)
 			Expect(objs.mpc().Spec.UserServer).To(BeNil(), "profile %v", profile)
-			Expect(objs.managerArgs()).To(ContainElements("--enable-service-proxy=false", "--feature-gates=ClusterProfile=false"), "profile %v", profile)
+			Expect(objs.managerArgs()).To(ContainElements(fmt.Sprintf("--enable-service-proxy=%t", serviceProxy), "--feature-gates=ClusterProfile=false"), "profile %v", profile)
 		}
 	})
 
@@ -132,10 +200,8 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		BeforeEach(func(ctx SpecContext) { objs = mustRender(ctx) })
 
 		It("renders exactly the manager, its RBAC, the addon, the default configuration and the placement", func() {
-			Expect(objs.keys()).To(ConsistOf(
-				managerSA, managerCR, managerCRB, managerRole, managerRB, managerDeployment,
-				cmaKey, mpcKey, placementKey, bindingKey,
-			))
+			Expect(objs.keys()).To(ConsistOf(defaultKeys))
+			Expect(objs.keys()).NotTo(ContainElement(ContainSubstring("addon-user")), "the addon-user objects come with enableServiceProxy=true only")
 			for _, u := range objs {
 				Expect(u.GetLabels()).To(And(
 					HaveKeyWithValue("app.kubernetes.io/managed-by", "Helm"),
@@ -236,6 +302,158 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		})
 	})
 
+	Context("with enableServiceProxy=true", func() {
+		var objs rendered
+		BeforeEach(func(ctx SpecContext) { objs = mustRender(ctx, "--set", "enableServiceProxy=true") })
+
+		It("adds exactly the addon-user Deployment, its ServiceAccount, Role and RoleBinding, and turns the addon-manager's service-proxy on", func(ctx SpecContext) {
+			Expect(objs.keys()).To(ConsistOf(append([]string{userSA, userRole, userRB, userDeployment}, defaultKeys...)))
+			for _, u := range objs {
+				Expect(u.GetLabels()).To(And(
+					HaveKeyWithValue("app.kubernetes.io/managed-by", "Helm"),
+					HaveKeyWithValue("app.kubernetes.io/name", "cluster-proxy"),
+					HaveKeyWithValue("app.kubernetes.io/instance", releaseName),
+				), key(u))
+			}
+			By("the addon-manager's arguments differ from the default render's in --enable-service-proxy only")
+			want := slices.Clone(mustRender(ctx).managerArgs())
+			i := slices.Index(want, "--enable-service-proxy=false")
+			Expect(i).NotTo(Equal(-1))
+			want[i] = "--enable-service-proxy=true"
+			Expect(objs.managerArgs()).To(Equal(want))
+			manager := parseManagerArgs(objs.managerArgs())
+			Expect(manager.EnableServiceProxy).To(BeTrue())
+		})
+
+		It("runs cluster-proxy controllers as the addon-user ServiceAccount with the chart's flags, hardened", func() {
+			d := objs.deployment(userName)
+			Expect(d.Labels).To(HaveKeyWithValue("component", userName))
+			Expect(d.Spec.Selector.MatchLabels).To(Equal(map[string]string{"component": userName}))
+			Expect(d.Spec.Template.Labels).To(Equal(map[string]string{
+				"app.kubernetes.io/name": "cluster-proxy", "app.kubernetes.io/instance": releaseName, "component": userName,
+			}))
+			Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(1)))
+			pod := d.Spec.Template.Spec
+			Expect(pod.ServiceAccountName).To(Equal(userName))
+			sa := &corev1.ServiceAccount{}
+			objs.into(userSA, sa)
+			Expect(ptr.Deref(pod.AutomountServiceAccountToken, ptr.Deref(sa.AutomountServiceAccountToken, true))).To(BeTrue(),
+				"the command authenticates with the pod's ServiceAccount token")
+			Expect(pod.SecurityContext).To(Equal(&corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			}))
+			Expect(pod.NodeSelector).To(BeEmpty())
+			Expect(pod.Tolerations).To(BeEmpty())
+			Expect(pod.InitContainers).To(BeEmpty())
+			Expect(pod.Containers).To(HaveLen(1))
+
+			c := containerNamed(d, "controllers")
+			Expect(c.Image).To(Equal(defaultImage()))
+			Expect(c.ImagePullPolicy).To(Equal(corev1.PullIfNotPresent))
+			Expect(c.Command).To(Equal([]string{"/cluster-proxy"}))
+			Expect(c.Args).To(Equal([]string{
+				"controllers",
+				"--enable-leader-election=true",
+				"--certificates-namespace=" + releaseNamespace,
+				"--signer-secret-namespace=" + releaseNamespace,
+				"--signer-secret-name=cluster-proxy-signer",
+			}))
+			Expect(c.Env).To(Equal([]corev1.EnvVar{{
+				Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+			}}))
+			Expect(c.Ports).To(Equal([]corev1.ContainerPort{
+				{Name: "ctrl-metrics", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
+				{Name: "ctrl-healthz", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
+			}))
+			Expect(c.LivenessProbe).To(Equal(&corev1.Probe{
+				ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("ctrl-healthz")}},
+				InitialDelaySeconds: 5, PeriodSeconds: 10,
+			}))
+			Expect(c.ReadinessProbe).To(Equal(&corev1.Probe{
+				ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("ctrl-healthz")}},
+				InitialDelaySeconds: 2, PeriodSeconds: 10,
+			}))
+			Expect(c.Resources).To(Equal(containerNamed(objs.deployment("cluster-proxy-addon-manager"), "manager").Resources))
+			Expect(c.SecurityContext).To(Equal(&corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				Privileged:               ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				RunAsNonRoot:             ptr.To(true),
+			}))
+		})
+
+		It("passes flags the command parses and accepts, keeping the certificate where the addon-manager reads it, with the probes' and metrics' ports served", func() {
+			c := containerNamed(objs.deployment(userName), "controllers")
+			opts := parseControllersArgs(c.Args)
+			Expect(opts.EnableLeaderElection).To(BeTrue())
+			manager := parseManagerArgs(objs.managerArgs())
+			Expect(opts.SignerSecretNamespace).To(Equal(manager.SignerSecretNamespace), "the CA the addon-manager signs with")
+			Expect(opts.SignerSecretName).To(Equal(manager.SignerSecretName), "the CA the addon-manager signs with")
+			Expect(opts.CertificatesNamespace).To(Equal(manager.SignerSecretNamespace),
+				"the addon-manager reads Secret %s from its --signer-secret-namespace", proxyv1alpha1.ServiceProxyCertSecretName)
+
+			port := func(name string) string {
+				for _, p := range c.Ports {
+					if p.Name == name {
+						return strconv.Itoa(int(p.ContainerPort))
+					}
+				}
+				Fail("no container port " + name)
+				return ""
+			}
+			_, health, err := net.SplitHostPort(opts.HealthProbeAddr)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(health).To(Equal(port(c.LivenessProbe.HTTPGet.Port.StrVal)), "the probes' port is where --health-probe-addr serves")
+			Expect(health).To(Equal(port(c.ReadinessProbe.HTTPGet.Port.StrVal)), "the probes' port is where --health-probe-addr serves")
+			_, metrics, err := net.SplitHostPort(opts.MetricsAddr)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(metrics).To(Equal(port("ctrl-metrics")), "--metrics-addr serves on the metrics port")
+		})
+
+		It("grants the addon-user its Secrets, leases and Events in the release namespace only", func() {
+			role := &rbacv1.Role{}
+			objs.into(userRole, role)
+			Expect(grants(role.Rules)).To(ConsistOf(
+				grant{"", "secrets", "", "get"}, grant{"", "secrets", "", "list"}, grant{"", "secrets", "", "watch"},
+				grant{"", "secrets", "", "create"}, grant{"", "secrets", "", "update"}, grant{"", "secrets", "", "patch"},
+				grant{"coordination.k8s.io", "leases", "", "get"}, grant{"coordination.k8s.io", "leases", "", "list"},
+				grant{"coordination.k8s.io", "leases", "", "watch"}, grant{"coordination.k8s.io", "leases", "", "create"},
+				grant{"coordination.k8s.io", "leases", "", "update"}, grant{"coordination.k8s.io", "leases", "", "patch"},
+				grant{"", "events", "", "create"}, grant{"", "events", "", "patch"},
+				grant{"events.k8s.io", "events", "", "create"}, grant{"events.k8s.io", "events", "", "patch"},
+			))
+			binding := &rbacv1.RoleBinding{}
+			objs.into(userRB, binding)
+			Expect(binding.RoleRef).To(Equal(rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}))
+			Expect(binding.Subjects).To(Equal([]rbacv1.Subject{userSubject}))
+
+			By("nothing else is bound to it")
+			for _, u := range objs {
+				var subjects []rbacv1.Subject
+				switch u.GetKind() {
+				case "ClusterRoleBinding":
+					b := &rbacv1.ClusterRoleBinding{}
+					objs.into(key(u), b)
+					subjects = b.Subjects
+				case "RoleBinding":
+					if key(u) == userRB {
+						continue
+					}
+					b := &rbacv1.RoleBinding{}
+					objs.into(key(u), b)
+					subjects = b.Subjects
+				default:
+					continue
+				}
+				for _, s := range subjects {
+					Expect(s.Name).NotTo(Equal(userName), key(u))
+				}
+			}
+		})
+	})
+
 	It("uses a Hostname entrypoint when entrypointAddress is set, even with the load balancer flag", func(ctx SpecContext) {
 		for _, set := range []string{
 			"proxyServer.entrypointAddress=proxy.hub.example.com,proxyServer.port=443",
@@ -326,7 +544,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		objs := mustRender(ctx,
 			"--set", "registry=mirror.example.com:5000/ocm/,image=proxy,tag=v9.9.9,replicas=3",
 			"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent",
-			"--set", "spokeAddonNamespace=proxy-agents,enableKubeApiProxy=false",
+			"--set", "spokeAddonNamespace=proxy-agents,enableKubeApiProxy=false,enableServiceProxy=true",
 			"--set", "imagePullPolicy=Always,proxyServer.imagePullPolicy=Never",
 			"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
 			"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
@@ -348,6 +566,16 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		Expect(c.ImagePullPolicy).To(Equal(corev1.PullAlways))
 		Expect(c.Resources.Limits.Memory().String()).To(Equal("1Gi"))
 		Expect(c.Resources.Requests.Cpu().String()).To(Equal("50m"))
+		By("the addon-user Deployment: the same image, replicas, hub pull policy, node placement and resources")
+		u := objs.deployment(userName)
+		Expect(u.Spec.Replicas).To(HaveValue(BeEquivalentTo(3)))
+		Expect(u.Spec.Template.Spec.NodeSelector).To(Equal(map[string]string{"node-role.kubernetes.io/infra": ""}))
+		Expect(u.Spec.Template.Spec.Tolerations).To(Equal([]corev1.Toleration{toleration}))
+		Expect(u.Spec.Template.Spec.Containers).To(HaveLen(1))
+		uc := containerNamed(u, "controllers")
+		Expect(uc.Image).To(Equal(image))
+		Expect(uc.ImagePullPolicy).To(Equal(corev1.PullAlways))
+		Expect(uc.Resources).To(Equal(c.Resources))
 		mpc := objs.mpc()
 		Expect(mpc.Spec.ProxyServer.Image).To(Equal("mirror.example.com/server:v9.9.9"))
 		Expect(mpc.Spec.ProxyAgent.Image).To(Equal("mirror.example.com/agent:v9.9.9"))
@@ -386,7 +614,8 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		Entry("an exposed service with an unknown protocol", "at '/exposedServices/0/protocol'",
 			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"p","protocol":"ftp"}]`),
 		Entry("an unknown resources key", "at '/resources': additional properties 'request' not allowed", "--set", "resources.request.cpu=1"),
-		Entry("impersonation off", "enableImpersonation: false is not supported", "--set", "enableImpersonation=false"),
+		Entry("impersonation off", impersonationOffRefused, "--set", "enableImpersonation=false"),
+		Entry("impersonation off with the service-proxy", impersonationOffRefused, "--set", "enableServiceProxy=true,enableImpersonation=false"),
 		// Parts this version does not ship: refused, naming the value,
 		// rather than installed doing nothing or running a missing binary.
 		Entry("the user-server", "userServer.enabled: "+userServerNotBuilt+"; leave it false",
@@ -397,14 +626,14 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s","port":9091,"protocol":"https"}]`),
 		Entry("another exposed-services ConfigMap", "exposedServicesConfigMapName: only the user-server reads it, and "+userServerNotBuilt+"; leave it at cluster-proxy-exposed-services",
 			"--set", "exposedServicesConfigMapName=allowed-services"),
-		Entry("the service-proxy", "enableServiceProxy: "+serviceProxyNotBuilt+"; leave it false",
-			"--set", "enableServiceProxy=true"),
 		Entry("the ClusterProfile feature gate", "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false",
 			"--set", "featureGates.clusterProfile=true"),
-		Entry("the user-server and the service-proxy together", "userServer.enabled: "+userServerNotBuilt,
+		Entry("the user-server with the service-proxy", "userServer.enabled: "+userServerNotBuilt,
 			"--set", "userServer.enabled=true,enableServiceProxy=true,networkPolicies.enabled=true"),
-		Entry("the service-proxy with the network policies", "enableServiceProxy: "+serviceProxyNotBuilt,
-			"--set", "networkPolicies.enabled=true,enableServiceProxy=true"),
+		Entry("exposed services with the service-proxy", "exposedServices: only the user-server reads it, and "+userServerNotBuilt,
+			"--set", "enableServiceProxy=true", "--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s"}]`),
+		Entry("the ClusterProfile feature gate with the service-proxy", "featureGates.clusterProfile: the ClusterProfile feature is not available",
+			"--set", "enableServiceProxy=true,featureGates.clusterProfile=true"),
 		Entry("a placement namespace without a placement", "installByPlacement.placementNamespace is set without installByPlacement.placementName",
 			"--set", "installByPlacement.placementNamespace=placements"),
 	)

@@ -3,8 +3,10 @@
 // under value profiles with assertions on the objects, renders that must
 // fail, the values/schema/README and RBAC drift checks, the default render
 // applied to a real hub kube-apiserver with the manager running under the
-// chart's RBAC, and helm install/upgrade/uninstall against a real
-// kube-apiserver.
+// chart's RBAC, helm install/upgrade/uninstall against a real
+// kube-apiserver, and an install with enableServiceProxy=true that runs the
+// real `cluster-proxy controllers` binary, built for the run, as the chart's
+// addon-user ServiceAccount with the chart's arguments.
 //
 // Specs labelled "static" need only the Helm CLI; the others start
 // kube-apiservers (`make controlplane`).
