@@ -454,4 +454,3 @@ func (o *Options) transport(tlsConfig *tls.Config) *http.Transport {
 		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
 }
-

@@ -29,4 +29,3 @@ func Start(ctx context.Context, client kubernetes.Interface, namespace string, t
 	}
 	return w.Current
 }
-
