@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 
 // response is what the service-proxy answered.
@@ -186,7 +188,7 @@ var _ = Describe("Authenticating requests for the kube-apiserver", Label("servic
 	})
 
 	It("answers 401 for a token no cluster knows, and for no token, naming what was tried", func(ctx SpecContext) {
-		r := asUser(ctx, "not-a-real-token", http.MethodGet, "/api", nil)
+		r := asUser(ctx, garbageToken, http.MethodGet, "/api", nil)
 		Expect(r.code).To(Equal(http.StatusUnauthorized))
 		Expect(r.status().Message).To(ContainSubstring("rejected by every authenticator tried: managed, hub"))
 		r = asUser(ctx, "", http.MethodGet, "/api", nil)
@@ -195,22 +197,22 @@ var _ = Describe("Authenticating requests for the kube-apiserver", Label("servic
 	})
 
 	It("never writes a token to its log", func() {
-		log, err := os.ReadFile(serviceProxy.LogPath)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(log)).To(ContainSubstring("service-proxy options"), "the log is the service-proxy's")
-		Expect(string(log)).NotTo(ContainSubstring(managedToken))
-		Expect(string(log)).NotTo(ContainSubstring(hubToken))
-		Expect(string(log)).NotTo(ContainSubstring("not-a-real-token"))
+		Expect(loggedToken(serviceProxy, managedToken, hubToken, garbageToken)).To(BeEmpty())
 	})
 })
 
+// garbageToken is a bearer token no cluster knows.
+const garbageToken = "not-a-real-token"
+
 // Stopping is checked after every spec has run (top-level containers run
 // in random order): SIGTERM makes it report not ready while it drains, then
-// exit cleanly.
+// exit cleanly. Then no service-proxy may have logged a token the suite
+// used.
 var _ = AfterSuite(func() {
 	if serviceProxy == nil {
 		return
 	}
+	DeferCleanup(expectNoTokenLogged)
 	Expect(syscall.Kill(serviceProxy.PID, syscall.SIGTERM)).To(Succeed())
 	Eventually(func() int {
 		resp, err := http.Get("http://" + healthAddress + "/readyz")
@@ -224,3 +226,55 @@ var _ = AfterSuite(func() {
 	Expect(serviceProxy.ExitError()).NotTo(HaveOccurred())
 	Expect(strings.Contains(serviceProxy.LogTail(20), "draining")).To(BeTrue())
 })
+
+// expectNoTokenLogged checks the whole log (standard output and error) of
+// every service-proxy the suite started for every bearer token the suite
+// used. The kube-apiservers' logs are not ours, and not captured.
+func expectNoTokenLogged() {
+	tokens := append([]string{garbageToken}, bearerTokens...)
+	if oidcIssuer.ready {
+		tokens = append(tokens, oidcTokens()...)
+	}
+	Expect(serviceProxies).NotTo(BeEmpty())
+	for _, p := range serviceProxies {
+		Expect(loggedToken(p, tokens...)).To(BeEmpty())
+	}
+	// The check has teeth: at this verbosity the main service-proxy logged
+	// the TokenReviews it made for the suite's tokens.
+	data, err := os.ReadFile(serviceProxy.LogPath)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(string(data)).To(MatchRegexp(`"Response" verb="POST" url="[^"]+/apis/authentication.k8s.io/v1/tokenreviews" status="201 Created"`))
+}
+
+// loggedToken returns "" when the log of service-proxy p holds none of
+// tokens, nor the signature of one that is a JWT (what makes it usable,
+// say in a truncated token). Otherwise it describes the first line holding
+// one, with the token replaced by <TOKEN>: a failure message must not
+// spread it either.
+func loggedToken(p *framework.Process, tokens ...string) string {
+	GinkgoHelper()
+	data, err := os.ReadFile(p.LogPath)
+	Expect(err).NotTo(HaveOccurred())
+	log := string(data)
+	Expect(log).To(ContainSubstring("service-proxy options"), "%s's log is a service-proxy's", p.Name)
+	needles := make([]string, 0, 2*len(tokens))
+	for _, token := range tokens {
+		Expect(token).NotTo(BeEmpty())
+		needles = append(needles, token)
+		if parts := strings.Split(token, "."); len(parts) == 3 && len(parts[2]) >= 16 {
+			needles = append(needles, parts[2])
+		}
+	}
+	for _, needle := range needles {
+		i := strings.Index(log, needle)
+		if i < 0 {
+			continue
+		}
+		line := log[strings.LastIndex(log[:i], "\n")+1:]
+		if end := strings.IndexByte(line, '\n'); end >= 0 {
+			line = line[:end]
+		}
+		return fmt.Sprintf("%s (%s) logged a bearer token: %s", p.Name, p.LogPath, strings.ReplaceAll(line, needle, "<TOKEN>"))
+	}
+	return ""
+}

@@ -3,7 +3,11 @@
 // with real TLS: caller certificates, target headers, and the
 // authentication chain (managed TokenReview, then hub TokenReview with
 // impersonation, then OIDC ID tokens of a real issuer: the hub
-// kube-apiserver's service-account issuer).
+// kube-apiserver's service-account issuer); kubectl's streaming requests
+// (exec, logs, watch, port-forward) through it, with a kubelet stand-in
+// behind the managed kube-apiserver; requests for Services, whose names a
+// private /etc/hosts resolves to local servers; and, after the suite, that
+// no service-proxy logged a token.
 package serviceproxy_test
 
 import (
@@ -44,11 +48,14 @@ var (
 	managedClient, hubClient kubernetes.Interface
 	dir                      string
 	// caPool trusts the cluster-proxy CA (the service-proxy's serving
-	// certificate).
+	// certificate); caPEM is that CA.
 	caPool *x509.CertPool
+	caPEM  []byte
 	// proxyClient is a proxy-client certificate from the cluster-proxy CA;
 	// agentCert a proxy-agent's; foreignCert one from another CA.
 	proxyClient, agentCert, foreignCert tls.Certificate
+	// proxyClientPEM and proxyClientKeyPEM are proxyClient, for client-go.
+	proxyClientPEM, proxyClientKeyPEM []byte
 	// managedToken and hubToken are service account tokens of each cluster.
 	managedToken, hubToken string
 	// serviceProxy is the running binary; address its HTTPS address.
@@ -58,7 +65,21 @@ var (
 	// service-proxy the suite started, whose logs a failed spec shows.
 	binary         string
 	serviceProxies []*framework.Process
+	// bearerTokens are the credentials the suite used: no service-proxy
+	// may log one (checked after the suite).
+	bearerTokens []string
 )
+
+// proxyVerbosity is the service-proxies' log level: above production's, so
+// that the check that no token is logged covers what client-go logs of the
+// TokenReviews (URL, status) and more.
+const proxyVerbosity = "--v=6"
+
+// rememberToken adds token to those no log may contain, and returns it.
+func rememberToken(token string) string {
+	bearerTokens = append(bearerTokens, token)
+	return token
+}
 
 func TestServiceProxy(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -89,9 +110,10 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 	caPool = x509.NewCertPool()
 	caPool.AddCert(ca.Cert)
+	caPEM = ca.CertPEM
 	servingCert, servingKey, err := ca.Issue(servicecert.Spec, now)
 	Expect(err).NotTo(HaveOccurred())
-	proxyClient = issueClient(ca, "cluster-proxy-proxy-client")
+	proxyClient, proxyClientPEM, proxyClientKeyPEM = issueClientPEM(ca, "cluster-proxy-proxy-client")
 	agentCert = issueClient(ca, identity.ProxyAgentUser)
 	other, err := certs.NewCA("another CA", now, certs.CAValidity)
 	Expect(err).NotTo(HaveOccurred())
@@ -149,20 +171,34 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 // started it).
 func startServiceProxy(ctx context.Context, name string, args, env []string) (p *framework.Process, address, healthAddress string) {
 	GinkgoHelper()
+	return startServiceProxyWithNames(ctx, name, args, env, nil)
+}
+
+// startServiceProxyWithNames is startServiceProxy; with names, the
+// service-proxy resolves host names from names only
+// (framework.StartProcessWithPrivateNames), so Service names
+// (<service>.<namespace>.svc) can lead to local servers.
+func startServiceProxyWithNames(ctx context.Context, name string, args, env []string, names map[string]string) (p *framework.Process, address, healthAddress string) {
+	GinkgoHelper()
 	port, err := framework.FreeLoopbackPort()
 	Expect(err).NotTo(HaveOccurred())
 	healthPort, err := framework.FreeLoopbackPort()
 	Expect(err).NotTo(HaveOccurred())
 	address, healthAddress = fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", healthPort)
-	p, err = framework.StartProcess(name, binary, append([]string{
+	args = append([]string{
 		"service-proxy",
 		"--cert=" + filepath.Join(dir, "tls.crt"), "--key=" + filepath.Join(dir, "tls.key"),
 		"--client-ca=" + filepath.Join(dir, "ca.crt"),
 		"--kubeconfig=" + filepath.Join(dir, "managed.kubeconfig"),
 		"--hub-kubeconfig=" + filepath.Join(dir, "hub.kubeconfig"),
 		"--bind-address=" + address, "--health-bind-address=" + healthAddress,
-		"--v=4",
-	}, args...), env, dir)
+		proxyVerbosity,
+	}, args...)
+	if names == nil {
+		p, err = framework.StartProcess(name, binary, args, env, dir)
+	} else {
+		p, err = framework.StartProcessWithPrivateNames(name, binary, args, env, dir, names)
+	}
 	Expect(err).NotTo(HaveOccurred())
 	serviceProxies = append(serviceProxies, p)
 	DeferCleanup(p.Stop)
@@ -185,11 +221,19 @@ var _ = AfterEach(func() {
 
 func issueClient(ca *certs.CA, commonName string) tls.Certificate {
 	GinkgoHelper()
+	pair, _, _ := issueClientPEM(ca, commonName)
+	return pair
+}
+
+// issueClientPEM issues a client certificate for commonName: the pair, and
+// its certificate and key in PEM.
+func issueClientPEM(ca *certs.CA, commonName string) (pair tls.Certificate, certPEM, keyPEM []byte) {
+	GinkgoHelper()
 	certPEM, keyPEM, err := ca.Issue(certs.LeafSpec{CommonName: commonName, Usage: certs.UsageClient}, time.Now())
 	Expect(err).NotTo(HaveOccurred())
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	pair, err = tls.X509KeyPair(certPEM, keyPEM)
 	Expect(err).NotTo(HaveOccurred())
-	return pair
+	return pair, certPEM, keyPEM
 }
 
 func bindClusterRole(ctx context.Context, c kubernetes.Interface, name string, subject rbacv1.Subject, rules ...rbacv1.PolicyRule) {
@@ -211,12 +255,12 @@ func createNamespace(ctx context.Context, c kubernetes.Interface, name string) {
 }
 
 // serviceAccountToken creates service account name and returns a token of
-// it from the TokenRequest API.
+// it from the TokenRequest API, remembered as one no log may contain.
 func serviceAccountToken(ctx context.Context, c kubernetes.Interface, namespace, name string) string {
 	GinkgoHelper()
 	_, err := c.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	Expect(err).NotTo(HaveOccurred())
 	tr, err := c.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
 	Expect(err).NotTo(HaveOccurred())
-	return tr.Status.Token
+	return rememberToken(tr.Status.Token)
 }
