@@ -32,6 +32,9 @@ import (
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
+// maxVerbosity is the highest --v the service-proxy runs at.
+const maxVerbosity = 7
+
 // Options are the settings of `cluster-proxy service-proxy`, with the
 // existing addon's flag names and defaults where it has them.
 type Options struct {
@@ -180,6 +183,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("invalid --kube-api-qps %v / --kube-api-burst %d: both must be positive", o.KubeAPIQPS, o.KubeAPIBurst))
 	}
 	errs = append(errs, o.validateOIDC()...)
+	if klog.V(maxVerbosity + 1).Enabled() {
+		errs = append(errs, fmt.Errorf("--v above %d is refused: client-go logs request bodies from --v=8 on, and the service-proxy's TokenReview bodies carry the callers' bearer tokens, which must never reach a log", maxVerbosity))
+	}
 	return errors.Join(errs...)
 }
 

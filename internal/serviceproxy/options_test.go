@@ -1,11 +1,13 @@
 package serviceproxy
 
 import (
+	"flag"
 	"testing"
 
 	. "github.com/onsi/gomega"
 	"github.com/spf13/pflag"
 	"k8s.io/apiserver/pkg/apis/apiserver"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 )
 
@@ -158,4 +160,21 @@ func TestOIDCFlagsToJWTAuthenticator(t *testing.T) {
 			g.Expect(config.JWTAuthenticator()).To(Equal(tt.want))
 		})
 	}
+}
+
+// TestValidateVerbosity: above --v=7 client-go logs request bodies, which
+// for the TokenReviews carry callers' tokens: refused, naming the flag.
+func TestValidateVerbosity(t *testing.T) {
+	g := NewWithT(t)
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	before := fs.Lookup("v").Value.String()
+	t.Cleanup(func() { _ = fs.Set("v", before) })
+
+	o, err := parse(t, "")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(fs.Set("v", "7")).To(Succeed())
+	g.Expect(o.Validate()).To(Succeed())
+	g.Expect(fs.Set("v", "8")).To(Succeed())
+	g.Expect(o.Validate()).To(MatchError(ContainSubstring("--v above 7 is refused")))
 }

@@ -53,13 +53,16 @@ func ParseAllowlist(data map[string]string) (Allowlist, error) {
 
 func (e ExposedService) validate() error {
 	var problems []string
-	for field, v := range map[string]string{"namespace": e.Namespace, "service": e.Service} {
-		if v == "" {
-			problems = append(problems, field+" is required")
+	for _, f := range []struct {
+		field, value string
+		check        func(string) []string
+	}{{"namespace", e.Namespace, validation.IsDNS1123Label}, {"service", e.Service, validation.IsDNS1035Label}} {
+		if f.value == "" {
+			problems = append(problems, f.field+" is required")
 			continue
 		}
-		if msgs := validation.IsDNS1123Label(v); len(msgs) > 0 {
-			problems = append(problems, fmt.Sprintf("invalid %s %q: %s", field, v, strings.Join(msgs, "; ")))
+		if msgs := f.check(f.value); len(msgs) > 0 {
+			problems = append(problems, fmt.Sprintf("invalid %s %q: %s", f.field, f.value, strings.Join(msgs, "; ")))
 		}
 	}
 	if e.Port < 0 || e.Port > 65535 {
@@ -68,7 +71,6 @@ func (e ExposedService) validate() error {
 	if e.Protocol != "" && e.Protocol != "http" && e.Protocol != "https" {
 		problems = append(problems, fmt.Sprintf("invalid protocol %q: must be http or https (or left out for any)", e.Protocol))
 	}
-	sort.Strings(problems)
 	if len(problems) > 0 {
 		return fmt.Errorf("%s", strings.Join(problems, "; "))
 	}

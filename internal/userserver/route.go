@@ -118,7 +118,7 @@ func parseService(namespace, ref string) (Target, error) {
 	if t.Proto != "http" && t.Proto != "https" {
 		return Target{}, fmt.Errorf("invalid service %q: protocol %q is neither http nor https", ref, t.Proto)
 	}
-	if msgs := validation.IsDNS1123Label(t.Name); len(msgs) > 0 {
+	if msgs := validation.IsDNS1035Label(t.Name); len(msgs) > 0 {
 		return Target{}, fmt.Errorf("invalid service %q: name %q: %s", ref, t.Name, strings.Join(msgs, "; "))
 	}
 	if t.Port == 0 {

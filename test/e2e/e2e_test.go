@@ -291,11 +291,14 @@ var _ = Describe("cluster-proxy on the local environment", Ordered, func() {
 			helm(ctx, "uninstall", localenv.ReleaseName, "--namespace", localenv.ChartNamespace, "--wait")
 			DeferCleanup(func(ctx SpecContext) {
 				// Leave the environment as make local-up made it.
-				helm(ctx, "upgrade", "--install", localenv.ReleaseName, chartDir, "--namespace", localenv.ChartNamespace,
-					"--set", "proxyServer.entrypointAddress="+localenv.EntrypointHostname)
+				helm(ctx, append([]string{"upgrade", "--install", localenv.ReleaseName, chartDir, "--namespace", localenv.ChartNamespace},
+					localenv.HelmValues()...)...)
 				for _, c := range localenv.ManagedClusters {
 					Eventually(addonAvailable).WithContext(ctx).WithArguments(c).WithTimeout(5 * time.Minute).Should(Equal(metav1.ConditionTrue))
 				}
+				// A new CA came with the new configuration: the user-server
+				// kubeconfigs follow it.
+				Expect(localenv.WriteUserServerAccess(ctx, env, clusterProxyBin)).To(Succeed())
 			})
 			Eventually(func(g Gomega) {
 				_, err := hubAddon.AddonV1alpha1().ClusterManagementAddOns().Get(ctx, localenv.AddonName, metav1.GetOptions{})

@@ -60,6 +60,8 @@ var (
 	managed           = map[string]kubernetes.Interface{}
 	managedCfg        = map[string]*rest.Config{}
 	helmBin, chartDir string
+	// clusterProxyBin is the cluster-proxy binary make build wrote.
+	clusterProxyBin string
 )
 
 func TestE2E(t *testing.T) {
@@ -79,6 +81,9 @@ var _ = BeforeSuite(func() {
 		stateDir = filepath.Join(root, "_output", "local")
 	}
 	chartDir = filepath.Join(root, "charts", "cluster-proxy")
+	clusterProxyBin = filepath.Join(root, "bin", "cluster-proxy")
+	_, err = os.Stat(clusterProxyBin)
+	Expect(err).NotTo(HaveOccurred(), "make build writes bin/cluster-proxy")
 	helmBin = os.Getenv(helmEnv)
 	Expect(helmBin).NotTo(BeEmpty(), "$%s must name the Helm CLI (make test-e2e sets it)", helmEnv)
 	Expect(localenv.Status(stateDir)).To(Equal("ready"), "the local environment in %s is not up: run `make local-up`", stateDir)

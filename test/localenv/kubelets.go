@@ -43,6 +43,17 @@ func (s *Supervisor) startKubelets(ctx context.Context, wg *sync.WaitGroup) erro
 			return err
 		}
 	}
+	// And the user-server's HTTPS port, so kubectl on the host reaches
+	// https://<hub uplink>:9092/<cluster> (the chart adds the address to the
+	// serving certificate's SANs).
+	locateUserServer := func(ctx context.Context) (string, string, error) {
+		namespace, _, err := locate(ctx)
+		return namespace, UserServerServiceName, err
+	}
+	if _, err := relay(ctx, "hub-user-server", hub.Netns(), net.JoinHostPort(HubUplinkIP, strconv.Itoa(UserServerPort)),
+		serviceDialer(hubClient, hub.Netns(), locateUserServer, UserServerPortName)); err != nil {
+		return err
+	}
 	for _, c := range Clusters() {
 		_, client, err := s.client(c)
 		if err != nil {

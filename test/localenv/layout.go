@@ -51,6 +51,13 @@ const (
 	EntrypointPort = 8091
 	// FrontendPort is the proxy-server port tunnel clients dial.
 	FrontendPort = 8090
+	// UserServerPort is the user-server's HTTPS port, on the hub's uplink
+	// address too.
+	UserServerPort = 9092
+	// UserServerServiceName is the user-server's Service, whose port
+	// UserServerPortName it serves on.
+	UserServerServiceName = "cluster-proxy-addon-user"
+	UserServerPortName    = "user-server"
 	// ServiceCIDR is the (unrouted) Service IP range of every cluster.
 	ServiceCIDR = "198.19.0.0/16"
 	// uplinkBridge and podsBridge are the bridge names.

@@ -46,7 +46,8 @@ func (o *UpOptions) Validate() error {
 	files := map[string]string{
 		"--etcd": o.Bin.Etcd, "--kube-apiserver": o.Bin.KubeAPIServer, "--kube-controller-manager": o.Bin.KubeControllerManager,
 		"--helm": o.Helm, "--ocm-dir (registration)": filepath.Join(o.Bin.OCMDir, "registration"),
-		"--image-root (manager)": filepath.Join(o.Bin.ImageRoot, "manager"), "--chart (Chart.yaml)": filepath.Join(o.Chart, "Chart.yaml"),
+		"--image-root (manager)": filepath.Join(o.Bin.ImageRoot, "manager"), "--image-root (cluster-proxy)": filepath.Join(o.Bin.ImageRoot, "cluster-proxy"),
+		"--chart (Chart.yaml)": filepath.Join(o.Chart, "Chart.yaml"),
 	}
 	for flag, path := range files {
 		if _, err := os.Stat(path); err != nil {
@@ -81,15 +82,16 @@ func Up(ctx context.Context, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	helm := exec.CommandContext(ctx, o.Helm, "upgrade", "--install", ReleaseName, o.Chart,
-		"--namespace", ChartNamespace, "--create-namespace", "--kubeconfig", env.HubKubeconfig,
-		"--set", "proxyServer.entrypointAddress="+EntrypointHostname,
-		"--set", "enableServiceProxy=true")
+	helm := exec.CommandContext(ctx, o.Helm, append([]string{"upgrade", "--install", ReleaseName, o.Chart,
+		"--namespace", ChartNamespace, "--create-namespace", "--kubeconfig", env.HubKubeconfig}, HelmValues()...)...)
 	helm.Stdout, helm.Stderr = o.Out, o.Out
 	if err := helm.Run(); err != nil {
 		return fmt.Errorf("helm install: %w", err)
 	}
 	if err := waitAvailable(ctx, env, o.Out); err != nil {
+		return err
+	}
+	if err := WriteUserServerAccess(ctx, env, filepath.Join(o.Bin.ImageRoot, "cluster-proxy")); err != nil {
 		return err
 	}
 	_, _ = fmt.Fprintf(o.Out, `
@@ -98,12 +100,19 @@ The local environment is up (%s).
   export KUBECONFIG=%s
   kubectl get managedclusters,managedclusteraddons -A
 
-List cluster1's namespaces from the hub, through the tunnel:
+List cluster1's namespaces from the hub, through the tunnel (a Go client):
 
   %s kubectl --state-dir=%s --cluster=cluster1 -- get namespaces
 
+Or with plain kubectl through the user-server (%s), as the hub service
+account %s/%s, which every managed cluster lets read workloads:
+
+  kubectl --kubeconfig=%s get pods -A
+
 Logs: %s. Stop everything with make local-down.
-`, time.Since(start).Round(time.Second), env.HubKubeconfig, o.Bin.Self, o.StateDir, filepath.Join(o.StateDir, "logs"))
+`, time.Since(start).Round(time.Second), env.HubKubeconfig, o.Bin.Self, o.StateDir,
+		UserServerURL(), ViewerNamespace, ViewerName, UserServerKubeconfig(o.StateDir, "cluster1"),
+		filepath.Join(o.StateDir, "logs"))
 	return nil
 }
 

@@ -167,24 +167,19 @@ cluster-proxy-addon-user
 {{/*
 cluster-proxy.validate fails the render on values the schema cannot express,
 each message naming the value and what to do. It also refuses the values of
-parts this version does not ship (the cluster-proxy binary has no user-server
-command yet; the addon-manager has no ClusterProfile support): a value that
-is accepted must do what it says, so they fail the install rather than deploy
-nothing or a container that cannot start.
+parts this version does not ship (the addon-manager has no ClusterProfile
+support): a value that is accepted must do what it says, so they fail the
+install rather than deploy nothing.
 */}}
 {{- define "cluster-proxy.validate" -}}
-{{- $userServer := "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)" -}}
-{{- if .Values.userServer.enabled -}}
-{{- fail (printf "userServer.enabled: %s; leave it false" $userServer) -}}
+{{- if and .Values.userServer.enabled (not .Values.enableServiceProxy) -}}
+{{- fail "userServer.enabled needs enableServiceProxy=true: the user-server reaches every managed cluster through its service-proxy" -}}
 {{- end -}}
-{{- if .Values.userServer.additionalSANs -}}
-{{- fail (printf "userServer.additionalSANs: only the user-server's serving certificate uses it, and %s; leave it empty" $userServer) -}}
+{{- if and (not .Values.userServer.enabled) .Values.userServer.additionalSANs -}}
+{{- fail "userServer.additionalSANs: only the user-server's serving certificate uses it; set userServer.enabled=true too, or leave it empty" -}}
 {{- end -}}
-{{- if .Values.exposedServices -}}
-{{- fail (printf "exposedServices: only the user-server reads it, and %s; leave it empty" $userServer) -}}
-{{- end -}}
-{{- if ne .Values.exposedServicesConfigMapName "cluster-proxy-exposed-services" -}}
-{{- fail (printf "exposedServicesConfigMapName: only the user-server reads it, and %s; leave it at cluster-proxy-exposed-services" $userServer) -}}
+{{- if and (not .Values.userServer.enabled) .Values.exposedServices -}}
+{{- fail "exposedServices: only the user-server reads it; set userServer.enabled=true too, or leave it empty" -}}
 {{- end -}}
 {{- if .Values.featureGates.clusterProfile -}}
 {{- fail "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false" -}}
