@@ -183,7 +183,7 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 			SecretReader:          mgr.GetAPIReader(),
 			SignerNamespace:       o.SignerSecretNamespace,
 			EnableNetworkPolicies: o.EnableNetworkPolicies,
-			EnableImpersonation:   true,
+			EnableImpersonation:   o.EnableImpersonation,
 		},
 		Registration:            registration,
 		KubeClient:              kubeClient,

@@ -60,6 +60,11 @@ type Options struct {
 	EnableServiceProxy bool
 	// EnableNetworkPolicies deploys NetworkPolicies with the agents.
 	EnableNetworkPolicies bool
+	// EnableImpersonation lets the service-proxies authenticate hub tokens
+	// and forward their requests impersonating the hub user (the agent
+	// chart's enableImpersonation, which an AddOnDeploymentConfig's
+	// customizedVariable may still override per cluster).
+	EnableImpersonation bool
 	// AgentInstallNamespace is the default agent namespace on managed
 	// clusters.
 	AgentInstallNamespace string
@@ -85,6 +90,7 @@ func NewOptions() *Options {
 		SignerSecretName:       "cluster-proxy-signer",
 		AgentImageName:         version.DefaultImage(),
 		EnableKubeAPIProxy:     true,
+		EnableImpersonation:    true,
 		EnableServiceProxy:     true,
 		AgentInstallNamespace:  "open-cluster-management-cluster-proxy",
 		ImagePullPolicy:        string(corev1.PullIfNotPresent),
@@ -104,6 +110,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.EnableKubeAPIProxy, "enable-kube-api-proxy", o.EnableKubeAPIProxy, "Route host=<cluster> to each managed cluster's kube-apiserver.")
 	fs.BoolVar(&o.EnableServiceProxy, "enable-service-proxy", o.EnableServiceProxy, "Deploy the service-proxy on managed clusters (HTTPS access through the tunnel); its serving certificate comes from Secret "+proxyv1alpha1.ServiceProxyCertSecretName+" in --signer-secret-namespace, kept by `cluster-proxy controllers`.")
 	fs.BoolVar(&o.EnableNetworkPolicies, "enable-network-policies", o.EnableNetworkPolicies, "Deploy NetworkPolicies with the agents on managed clusters.")
+	fs.BoolVar(&o.EnableImpersonation, "enable-impersonation", o.EnableImpersonation, "Let the service-proxies authenticate hub tokens and impersonate the hub users (hub service accounts as cluster:hub:<name>); false: they accept managed-cluster tokens (and OIDC, when configured) only. An AddOnDeploymentConfig customizedVariable enableImpersonation overrides it per cluster.")
 	fs.StringVar(&o.AgentInstallNamespace, "agent-install-namespace", o.AgentInstallNamespace, "Default namespace of the agents on managed clusters.")
 	fs.StringVar(&o.ImagePullPolicy, "image-pull-policy", o.ImagePullPolicy, "Image pull policy of the hub proxy-server: Always, IfNotPresent or Never.")
 	o.FeatureGates.AddFlag(fs)
@@ -175,7 +182,7 @@ func (o *Options) Log(log logr.Logger) {
 		"agentImageName", o.AgentImageName,
 		"enableKubeAPIProxy", o.EnableKubeAPIProxy,
 		"enableServiceProxy", o.EnableServiceProxy,
-		"enableNetworkPolicies", o.EnableNetworkPolicies,
+		"enableNetworkPolicies", o.EnableNetworkPolicies, "enableImpersonation", o.EnableImpersonation,
 		"agentInstallNamespace", o.AgentInstallNamespace,
 		"imagePullPolicy", o.ImagePullPolicy,
 		"clusterProfile", o.FeatureGates.Enabled(FeatureClusterProfile),

@@ -32,6 +32,8 @@ func TestOptionsDefaultsAndFlags(t *testing.T) {
 		g.Expect(f).NotTo(BeNil(), "flag --%s", flag)
 		g.Expect(f.DefValue).To(Equal(def), "default of --%s", flag)
 	}
+	// Ours: the hub chart's enableImpersonation.
+	g.Expect(fs.Lookup("enable-impersonation").DefValue).To(Equal("true"))
 	g.Expect(fs.Lookup("agent-image-name")).NotTo(BeNil())
 	g.Expect(fs.Lookup("feature-gates")).NotTo(BeNil())
 
