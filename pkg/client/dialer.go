@@ -49,8 +49,11 @@ type Dialer struct {
 	current *pooledTunnel
 	// retired holds retired tunnels that still have open connections.
 	retired map[*pooledTunnel]struct{}
-	closed  bool
-	stats   DialerStats
+	// open holds the connections dialled and not closed yet, which Close
+	// closes first.
+	open   map[*tunnelConn]struct{}
+	closed bool
+	stats  DialerStats
 	// closing tracks the goroutines that close retired tunnels.
 	closing sync.WaitGroup
 
@@ -120,6 +123,7 @@ func NewDialer(address string, tlsConfig *tls.Config, opts ...DialerOption) (*Di
 		address:     address,
 		dialOptions: dialOptions,
 		retired:     map[*pooledTunnel]struct{}{},
+		open:        map[*tunnelConn]struct{}{},
 	}, nil
 }
 
@@ -151,17 +155,20 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		}
 		conn, err := pt.tunnel.DialContext(ctx, "tcp", address)
 		if err == nil {
+			tc := &tunnelConn{Conn: conn, remote: tunnelAddr(address)}
+			tc.release = func() { d.release(pt, tc) }
 			d.mu.Lock()
 			d.stats.Dials++
 			d.stats.OpenConnections++
+			d.open[tc] = struct{}{}
 			d.mu.Unlock()
-			return &tunnelConn{Conn: conn, remote: tunnelAddr(address), release: func() { d.release(pt, true) }}, nil
+			return tc, nil
 		}
 		tunnelFailed := isTunnelFailure(err)
 		if tunnelFailed {
 			d.retire(ctx, pt, err)
 		}
-		d.release(pt, false)
+		d.release(pt, nil)
 		if tunnelFailed && attempt == 0 && ctx.Err() == nil {
 			continue
 		}
@@ -178,10 +185,29 @@ func (d *Dialer) Close() error {
 	return d.closeErr
 }
 
-// close is Close's single run.
+// close is Close's single run. Open connections are closed first, each
+// with konnectivity's CLOSE handshake, so their streams end as closed
+// rather than cut (which konnectivity-client would log as a "stream read
+// failure"); then the tunnels.
 func (d *Dialer) close() error {
 	d.mu.Lock()
 	d.closed = true
+	conns := make([]*tunnelConn, 0, len(d.open))
+	for c := range d.open {
+		conns = append(conns, c)
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.Close()
+		}()
+	}
+	wg.Wait()
+
+	d.mu.Lock()
 	var tunnels []*pooledTunnel
 	if d.current != nil {
 		tunnels = append(tunnels, d.current)
@@ -235,13 +261,14 @@ func (d *Dialer) acquire(ctx context.Context) (*pooledTunnel, error) {
 	return d.current, nil
 }
 
-// release ends one use of pt: a failed dial, or the close of a connection
-// dialled on it (wasOpen). A retired tunnel is closed with its last user.
-func (d *Dialer) release(pt *pooledTunnel, wasOpen bool) {
+// release ends one use of pt: a failed dial (conn nil), or the close of
+// conn, dialled on it. A retired tunnel is closed with its last user.
+func (d *Dialer) release(pt *pooledTunnel, conn *tunnelConn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if wasOpen {
+	if conn != nil {
 		d.stats.OpenConnections--
+		delete(d.open, conn)
 	}
 	pt.users--
 	if pt.retired && pt.users == 0 && !d.closed {

@@ -4,18 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"go.uber.org/goleak"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/pkg/client"
@@ -97,6 +102,47 @@ var _ = Describe("The tunnel through our proxy-server and proxy-agent", Label("t
 
 		Expect(dialer.Close()).To(Succeed())
 		expectNoLeaks(snapshot)
+	})
+
+	It("closes quietly: Close ends the connections still open with konnectivity's CLOSE, and nothing is logged", func(ctx SpecContext) {
+		// konnectivity-client logs a cut stream ("stream read failure")
+		// through klog: capture klog while the Dialer closes.
+		var mu sync.Mutex
+		var logged []string
+		klog.SetLogger(funcr.New(func(prefix, args string) {
+			mu.Lock()
+			defer mu.Unlock()
+			logged = append(logged, prefix+" "+args)
+		}, funcr.Options{}))
+		DeferCleanup(klog.ClearLogger)
+
+		dialer, err := client.NewDialer(fmt.Sprintf("127.0.0.1:%d", pair.serverPorts.Server), proxyTLS)
+		Expect(err).NotTo(HaveOccurred())
+		var open []net.Conn
+		for range 3 {
+			conn, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(cluster, strconv.Itoa(echo.port)))
+			Expect(err).NotTo(HaveOccurred())
+			_, err = io.WriteString(conn, "ping")
+			Expect(err).NotTo(HaveOccurred())
+			got := make([]byte, 4)
+			_, err = io.ReadFull(conn, got)
+			Expect(err).NotTo(HaveOccurred())
+			open = append(open, conn)
+		}
+		Expect(dialer.Stats().OpenConnections).To(Equal(3))
+
+		Expect(dialer.Close()).To(Succeed())
+		for _, conn := range open {
+			_, err := conn.Read(make([]byte, 1))
+			Expect(err).To(HaveOccurred(), "a connection outlived its Dialer")
+		}
+		// The tunnel's goroutines log as they wind down: give them a moment.
+		Consistently(func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(logged)
+		}).WithContext(ctx).WithTimeout(time.Second).Should(Not(ContainElement(ContainSubstring("stream read failure"))))
+		Expect(dialer.Stats().OpenConnections).To(BeZero(), "Close closed the open connections")
 	})
 
 	It("shares one gRPC connection to the proxy-server across 50 dials", func(ctx SpecContext) {
