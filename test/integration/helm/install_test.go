@@ -123,20 +123,27 @@ var _ = Describe("Installing the chart with the Helm CLI", Ordered, Label("helm"
 		Expect(s.Version).To(Equal(2))
 	})
 
-	It("refuses an upgrade to a part this version does not ship, naming the value, leaving the release as it was", func(ctx SpecContext) {
-		for _, c := range []struct{ set, want string }{
-			{"userServer.enabled=true", "userServer.enabled: " + userServerNotBuilt},
-			{"featureGates.clusterProfile=true", "featureGates.clusterProfile: the ClusterProfile feature is not available"},
-			{"userServer.enabled=true,enableServiceProxy=true", "userServer.enabled: " + userServerNotBuilt},
+	It("refuses an upgrade to a value that needs another, or to a part this version does not ship, naming the value, leaving the release as it was", func(ctx SpecContext) {
+		for _, c := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--set", "userServer.enabled=true"}, userServerNeedsServiceProxy},
+			{[]string{"--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s"}]`}, exposedServicesNeedUserServer},
+			{[]string{"--set", "enableServiceProxy=true,userServer.additionalSANs={user.hub.example.com}"}, sansNeedUserServer},
+			{[]string{"--set", "featureGates.clusterProfile=true"}, clusterProfileNotBuilt},
+			{[]string{"--set", "enableServiceProxy=true,userServer.enabled=true,featureGates.clusterProfile=true"}, clusterProfileNotBuilt},
 		} {
-			_, err := helmAt(ctx, "upgrade", releaseName, chartDir, "--reuse-values", "--set", c.set)
-			Expect(err).To(MatchError(ContainSubstring(c.want)), c.set)
+			_, err := helmAt(ctx, append([]string{"upgrade", releaseName, chartDir, "--reuse-values"}, c.args...)...)
+			Expect(err).To(MatchError(ContainSubstring(c.want)), "%v", c.args)
 			s := status(ctx)
-			Expect(s.Info.Status).To(Equal("deployed"), c.set)
-			Expect(s.Version).To(Equal(2), c.set)
+			Expect(s.Info.Status).To(Equal("deployed"), "%v", c.args)
+			Expect(s.Version).To(Equal(2), "%v", c.args)
 		}
 		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-user", &appsv1.Deployment{})).To(Satisfy(apierrors.IsNotFound),
 			"a refused upgrade switching the service-proxy on too adds nothing")
+		Expect(exists(ctx, releaseNamespace, "cluster-proxy-addon-user", &corev1.Service{})).To(Satisfy(apierrors.IsNotFound),
+			"a refused upgrade switching the user-server on too adds nothing")
 	})
 
 	It("uninstalls, keeping the CRD", func(ctx SpecContext) {

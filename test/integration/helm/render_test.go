@@ -1,6 +1,7 @@
 package helm_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -16,14 +17,19 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	clusterv1beta1 "open-cluster-management.io/api/cluster/v1beta1"
 	clusterv1beta2 "open-cluster-management.io/api/cluster/v1beta2"
+	"sigs.k8s.io/yaml"
 
+	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
+	"open-cluster-management.io/cluster-proxy/internal/userserver"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
+	pkgclient "open-cluster-management.io/cluster-proxy/pkg/client"
 )
 
 // Keys of the objects every render has.
@@ -57,8 +63,30 @@ var defaultKeys = []string{
 	cmaKey, mpcKey, placementKey, bindingKey,
 }
 
-// Why the chart refuses the values of the parts this version does not ship.
-const userServerNotBuilt = "the user-server is not available in this version of cluster-proxy (the cluster-proxy binary has no user-server command yet)"
+// Keys of the objects a render with userServer.enabled=true adds: the
+// user-server's Service (the exposed-services ConfigMap's key depends on
+// exposedServicesConfigMapName) and, with networkPolicies.enabled, the
+// addon-user NetworkPolicy (which comes with enableServiceProxy=true).
+const (
+	userService = "Service/" + releaseNamespace + "/" + userName
+	userPolicy  = "NetworkPolicy/" + releaseNamespace + "/" + userName
+)
+
+// exposedServicesKey is the key of the exposed-services ConfigMap called
+// name.
+func exposedServicesKey(name string) string {
+	return "ConfigMap/" + releaseNamespace + "/" + name
+}
+
+// The chart's refusals (templates/_helpers.tpl cluster-proxy.validate),
+// exactly: values that need another value, and the part this version does
+// not ship.
+const (
+	userServerNeedsServiceProxy   = "userServer.enabled needs enableServiceProxy=true: the user-server reaches every managed cluster through its service-proxy"
+	sansNeedUserServer            = "userServer.additionalSANs: only the user-server's serving certificate uses it; set userServer.enabled=true too, or leave it empty"
+	exposedServicesNeedUserServer = "exposedServices: only the user-server reads it; set userServer.enabled=true too, or leave it empty"
+	clusterProfileNotBuilt        = "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false"
+)
 
 // impersonationOffRefused is why the chart refuses enableImpersonation=false.
 const impersonationOffRefused = `enableImpersonation: false is not supported: the addon-manager always lets the agents review hub tokens; ` +
@@ -78,11 +106,44 @@ var acceptedProfiles = [][]string{
 		"--set", "networkPolicies.enabled=true,enableKubeApiProxy=false,replicas=2,spokeAddonNamespace=proxy-agents",
 		"--set", "registry=mirror.example.com/ocm,image=proxy,tag=v9.9.9,imagePullPolicy=Always",
 		"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent,enableImpersonation=true",
-		"--set", "enableServiceProxy=true",
+		// exposedServicesConfigMapName is accepted without the user-server
+		// (and unused).
+		"--set", "enableServiceProxy=true,exposedServicesConfigMapName=unused-services",
 		"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
 		"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
 		"--set-json", `resources={"requests":{"cpu":"100m"},"limits":{"memory":"1Gi"}}`,
 	},
+	append([]string{
+		"--set", "networkPolicies.enabled=true,exposedServicesConfigMapName=allowed-services",
+	}, userServerValues()...),
+}
+
+// userServerSANs and exposedServices are the userServer.additionalSANs and
+// exposedServices the user-server renders and installs set.
+var (
+	userServerSANs  = []string{"user.hub.example.com", "203.0.113.7"}
+	exposedServices = []userserver.ExposedService{
+		{Namespace: "monitoring", Service: "prometheus-k8s", Port: 9091, Protocol: "https"},
+		{Namespace: "default", Service: "hello"},
+	}
+)
+
+// userServerValues turn the user-server on (with the service-proxy it
+// needs), with userServerSANs and exposedServices. (Package initialization
+// calls it, before Gomega is set up.)
+func userServerValues() []string {
+	asJSON := func(v any) string {
+		data, err := json.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		return string(data)
+	}
+	return []string{
+		"--set", "enableServiceProxy=true,userServer.enabled=true",
+		"--set-json", "userServer.additionalSANs=" + asJSON(userServerSANs),
+		"--set-json", "exposedServices=" + asJSON(exposedServices),
+	}
 }
 
 // shippedBinaries are the binaries of the cluster-proxy image: /<name> for
@@ -113,18 +174,24 @@ func clusterProxyCommands() []string {
 	return commands
 }
 
-// setsServiceProxy tells whether a value profile sets enableServiceProxy=true.
-func setsServiceProxy(profile []string) bool {
+// sets tells whether a value profile sets value (name=value) with --set.
+func sets(profile []string, value string) bool {
 	for i, arg := range profile {
 		if arg != "--set" || i+1 == len(profile) {
 			continue
 		}
-		if slices.Contains(strings.Split(profile[i+1], ","), "enableServiceProxy=true") {
+		if slices.Contains(strings.Split(profile[i+1], ","), value) {
 			return true
 		}
 	}
 	return false
 }
+
+// setsServiceProxy tells whether a value profile sets enableServiceProxy=true.
+func setsServiceProxy(profile []string) bool { return sets(profile, "enableServiceProxy=true") }
+
+// setsUserServer tells whether a value profile sets userServer.enabled=true.
+func setsUserServer(profile []string) bool { return sets(profile, "userServer.enabled=true") }
 
 // defaultImage is the main image with the default tag, v<appVersion>.
 func defaultImage() string {
@@ -157,14 +224,16 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		}
 	})
 
-	It("runs only binaries and commands the image ships, and no user-server, under every profile", func(ctx SpecContext) {
+	It("runs only binaries and commands the image ships, the user-server only with userServer.enabled, under every profile", func(ctx SpecContext) {
 		shipped := shippedBinaries()
 		commands := clusterProxyCommands()
+		Expect(commands).To(ContainElement("user-server"), "cmd/cluster-proxy/main.go registers the user-server command")
 		Expect(slices.ContainsFunc(acceptedProfiles, setsServiceProxy)).To(BeTrue(), "a profile runs the addon-user Deployment")
+		Expect(slices.ContainsFunc(acceptedProfiles, setsUserServer)).To(BeTrue(), "a profile runs the user-server")
 		for _, profile := range acceptedProfiles {
 			objs := mustRender(ctx, profile...)
-			serviceProxy := setsServiceProxy(profile)
-			var deployments []string
+			serviceProxy, userServer := setsServiceProxy(profile), setsUserServer(profile)
+			var deployments, userServers []string
 			for _, u := range objs {
 				if u.GetKind() != "Deployment" {
 					continue
@@ -172,14 +241,17 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				deployments = append(deployments, u.GetName())
 				d := objs.deployment(u.GetName())
 				for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
-					Expect(c.Name).NotTo(ContainSubstring("user-server"), "profile %v: Deployment %s", profile, d.Name)
 					Expect(c.Command).NotTo(BeEmpty(), "profile %v: container %s", profile, c.Name)
 					Expect(shipped).To(ContainElement(c.Command[0]), "profile %v: container %s", profile, c.Name)
+					runsUserServer := strings.Contains(c.Name, "user-server")
 					if c.Command[0] == "/cluster-proxy" {
 						Expect(c.Command).To(HaveLen(1), "profile %v: container %s: the subcommand is the first argument", profile, c.Name)
 						Expect(c.Args).NotTo(BeEmpty(), "profile %v: container %s runs /cluster-proxy without a subcommand", profile, c.Name)
 						Expect(commands).To(ContainElement(c.Args[0]), "profile %v: container %s", profile, c.Name)
-						Expect(c.Args[0]).NotTo(Equal("user-server"), "profile %v: container %s", profile, c.Name)
+						runsUserServer = runsUserServer || c.Args[0] == "user-server"
+					}
+					if runsUserServer {
+						userServers = append(userServers, d.Name+"/"+c.Name)
 					}
 				}
 			}
@@ -189,8 +261,30 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			} else {
 				Expect(deployments).To(ConsistOf("cluster-proxy-addon-manager"), "profile %v", profile)
 			}
-			Expect(objs.keys()).NotTo(ContainElement(HavePrefix("Service/")), "profile %v: no user-server Service", profile)
-			Expect(objs.mpc().Spec.UserServer).To(BeNil(), "profile %v", profile)
+			var services, configMaps []string
+			for _, k := range objs.keys() {
+				switch {
+				case strings.HasPrefix(k, "Service/"):
+					services = append(services, k)
+				case strings.HasPrefix(k, "ConfigMap/"):
+					configMaps = append(configMaps, k)
+				}
+			}
+			if userServer {
+				Expect(serviceProxy).To(BeTrue(), "profile %v: the user-server needs the service-proxy", profile)
+				Expect(userServers).To(Equal([]string{userName + "/user-server"}), "profile %v", profile)
+				c := containerNamed(objs.deployment(userName), "user-server")
+				Expect(c.Command).To(Equal([]string{"/cluster-proxy"}), "profile %v", profile)
+				Expect(c.Args[0]).To(Equal("user-server"), "profile %v", profile)
+				Expect(services).To(Equal([]string{userService}), "profile %v", profile)
+				Expect(configMaps).To(HaveLen(1), "profile %v: the exposed-services ConfigMap", profile)
+				Expect(objs.mpc().Spec.UserServer).NotTo(BeNil(), "profile %v", profile)
+			} else {
+				Expect(userServers).To(BeEmpty(), "profile %v", profile)
+				Expect(services).To(BeEmpty(), "profile %v: no user-server Service", profile)
+				Expect(configMaps).To(BeEmpty(), "profile %v: no exposed-services ConfigMap", profile)
+				Expect(objs.mpc().Spec.UserServer).To(BeNil(), "profile %v", profile)
+			}
 			Expect(objs.managerArgs()).To(ContainElements(fmt.Sprintf("--enable-service-proxy=%t", serviceProxy), "--feature-gates=ClusterProfile=false"), "profile %v", profile)
 		}
 	})
@@ -454,6 +548,301 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		})
 	})
 
+	Context("with userServer.enabled=true, exposed services and additional SANs", func() {
+		// objs turns the user-server on with network policies; base is the
+		// same without the user-server.
+		var objs, base rendered
+		BeforeEach(func(ctx SpecContext) {
+			objs = mustRender(ctx, append([]string{"--set", "networkPolicies.enabled=true"}, userServerValues()...)...)
+			base = mustRender(ctx, "--set", "enableServiceProxy=true,networkPolicies.enabled=true")
+		})
+		cmKey := exposedServicesKey(userserver.DefaultExposedServicesConfigMap)
+
+		It("adds exactly the user-server's Service and exposed-services ConfigMap, and changes only the addon-user Deployment, Role and NetworkPolicy and the configuration's spec.userServer", func() {
+			Expect(objs.keys()).To(ConsistOf(append(base.keys(), userService, cmKey)))
+			Expect(base.keys()).To(ContainElements(userDeployment, userRole, userPolicy, mpcKey))
+			for _, k := range base.keys() {
+				switch k {
+				case userDeployment, userRole, userPolicy, mpcKey:
+				default:
+					Expect(objs.get(k).Object).To(Equal(base.get(k).Object), "%s is the same without the user-server", k)
+				}
+			}
+			for _, k := range []string{userService, cmKey} {
+				Expect(objs.get(k).GetLabels()).To(And(
+					HaveKeyWithValue("app.kubernetes.io/managed-by", "Helm"),
+					HaveKeyWithValue("app.kubernetes.io/name", "cluster-proxy"),
+					HaveKeyWithValue("app.kubernetes.io/instance", releaseName),
+				), k)
+			}
+
+			By("the Deployment: the user-server container and its volumes, nothing else")
+			d := objs.deployment(userName)
+			Expect(d.Spec.Template.Spec.Containers).To(HaveLen(2))
+			Expect(d.Spec.Template.Spec.Containers[0].Name).To(Equal("controllers"))
+			Expect(d.Spec.Template.Spec.Containers[1].Name).To(Equal("user-server"))
+			without := d.DeepCopy()
+			without.Spec.Template.Spec.Containers = without.Spec.Template.Spec.Containers[:1]
+			without.Spec.Template.Spec.Volumes = nil
+			Expect(without).To(Equal(base.deployment(userName)))
+
+			By("the Role: reading ConfigMaps (the exposed services and the TLS profile), nothing else")
+			role, baseRole := &rbacv1.Role{}, &rbacv1.Role{}
+			objs.into(userRole, role)
+			base.into(userRole, baseRole)
+			Expect(grants(role.Rules)).To(ConsistOf(append(grants(baseRole.Rules),
+				grant{"", "configmaps", "", "get"}, grant{"", "configmaps", "", "list"}, grant{"", "configmaps", "", "watch"})))
+
+			By("the NetworkPolicy: the user-server's ports, nothing else")
+			policy, basePolicy := &networkingv1.NetworkPolicy{}, &networkingv1.NetworkPolicy{}
+			objs.into(userPolicy, policy)
+			base.into(userPolicy, basePolicy)
+			tcp := func(port int32) networkingv1.NetworkPolicyPort {
+				return networkingv1.NetworkPolicyPort{Port: ptr.To(intstr.FromInt32(port)), Protocol: ptr.To(corev1.ProtocolTCP)}
+			}
+			Expect(basePolicy.Spec).To(Equal(networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"component": userName}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{tcp(8080), tcp(8081)}}},
+			}))
+			Expect(policy.Spec).To(Equal(networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"component": userName}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{tcp(8080), tcp(8081), tcp(9092), tcp(8000)}}},
+			}))
+			By("the policies admit exactly the pod's container ports, and select its pods")
+			for _, c := range []struct {
+				objs   rendered
+				policy *networkingv1.NetworkPolicy
+			}{{objs, policy}, {base, basePolicy}} {
+				var served, admitted []int32
+				pod := c.objs.deployment(userName).Spec.Template
+				for _, container := range pod.Spec.Containers {
+					for _, p := range container.Ports {
+						served = append(served, p.ContainerPort)
+					}
+				}
+				for _, p := range c.policy.Spec.Ingress[0].Ports {
+					admitted = append(admitted, p.Port.IntVal)
+				}
+				Expect(admitted).To(ConsistOf(served))
+				sel, err := metav1.LabelSelectorAsSelector(&c.policy.Spec.PodSelector)
+				Expect(err).NotTo(HaveOccurred())
+				Expect(sel.Matches(labels.Set(pod.Labels))).To(BeTrue())
+			}
+
+			By("the configuration: spec.userServer, nothing else")
+			mpc := objs.mpc()
+			Expect(mpc.Spec.UserServer).NotTo(BeNil())
+			mpc.Spec.UserServer = nil
+			Expect(mpc).To(Equal(base.mpc()))
+
+			By("the addon-manager's flags do not change")
+			Expect(objs.managerArgs()).To(Equal(base.managerArgs()))
+		})
+
+		It("runs cluster-proxy user-server beside the controllers with the chart's flags, the addon-manager's Secrets mounted read-only, hardened", func() {
+			d := objs.deployment(userName)
+			Expect(d.Spec.Template.Spec.ServiceAccountName).To(Equal(userName))
+			c := containerNamed(d, "user-server")
+			Expect(c.Image).To(Equal(defaultImage()))
+			Expect(c.ImagePullPolicy).To(Equal(corev1.PullIfNotPresent))
+			Expect(c.Command).To(Equal([]string{"/cluster-proxy"}))
+			Expect(c.Args).To(Equal([]string{
+				"user-server",
+				"--host=proxy-entrypoint." + releaseNamespace + ".svc",
+				"--port=8090",
+				"--proxy-ca-cert=/etc/proxy-server-ca/ca.crt",
+				"--proxy-cert=/etc/proxy-client/tls.crt",
+				"--proxy-key=/etc/proxy-client/tls.key",
+				"--server-cert=/etc/user-server/tls.crt",
+				"--server-key=/etc/user-server/tls.key",
+				"--server-port=9092",
+				"--service-proxy-ca-cert=/etc/proxy-server-ca/ca.crt",
+				"--exposed-services-configmap=" + userserver.DefaultExposedServicesConfigMap,
+			}))
+			Expect(c.Env).To(Equal([]corev1.EnvVar{{
+				Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+			}}))
+			Expect(c.Ports).To(Equal([]corev1.ContainerPort{
+				{Name: "user-server", ContainerPort: 9092, Protocol: corev1.ProtocolTCP},
+				{Name: "user-healthz", ContainerPort: 8000, Protocol: corev1.ProtocolTCP},
+			}))
+			Expect(c.LivenessProbe).To(Equal(&corev1.Probe{
+				ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("user-healthz")}},
+				InitialDelaySeconds: 5, PeriodSeconds: 10,
+			}))
+			Expect(c.ReadinessProbe).To(Equal(&corev1.Probe{
+				ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("user-healthz")}},
+				InitialDelaySeconds: 2, PeriodSeconds: 2,
+			}))
+			Expect(c.Resources).To(Equal(containerNamed(objs.deployment("cluster-proxy-addon-manager"), "manager").Resources))
+			Expect(c.SecurityContext).To(Equal(&corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				Privileged:               ptr.To(false),
+				ReadOnlyRootFilesystem:   ptr.To(true),
+				RunAsNonRoot:             ptr.To(true),
+			}))
+			Expect(c.VolumeMounts).To(Equal([]corev1.VolumeMount{
+				{Name: "proxy-server-ca", MountPath: "/etc/proxy-server-ca", ReadOnly: true},
+				{Name: "proxy-client", MountPath: "/etc/proxy-client", ReadOnly: true},
+				{Name: "user-server", MountPath: "/etc/user-server", ReadOnly: true},
+			}))
+			Expect(d.Spec.Template.Spec.Volumes).To(Equal([]corev1.Volume{
+				{Name: "proxy-server-ca", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "proxy-server-ca"}}},
+				{Name: "proxy-client", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "proxy-client"}}},
+				{Name: "user-server", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "cluster-proxy-user-serving-cert"}}},
+			}))
+			Expect(containerNamed(d, "controllers").VolumeMounts).To(BeEmpty(), "the controllers read the Secrets through the API")
+		})
+
+		It("passes flags the user-server parses and accepts, naming the proxy-servers' Service, the Secrets the addon-manager writes and the chart's ConfigMap, with the probes' and Service's ports served", func() {
+			d := objs.deployment(userName)
+			c := containerNamed(d, "user-server")
+			opts := parseUserServerArgs(c.Args)
+			mpc := objs.mpc()
+			mpc.Default()
+
+			By("--host and --port: the in-cluster Service of the configuration's proxy-servers, in their namespace, and its frontend port")
+			Expect(mpc.Spec.ProxyServer.Namespace).To(Equal(d.Namespace), "the proxy-servers and their Secrets are in the release namespace")
+			Expect(opts.Host).To(Equal(mpc.Spec.ProxyServer.InClusterServiceName + "." + mpc.Spec.ProxyServer.Namespace + ".svc"))
+			Expect(opts.Host).To(Equal(pkgclient.ProxyServerName(mpc)+".svc"), "a name the proxy-server certificate carries")
+			Expect(opts.Port).To(BeEquivalentTo(proxyv1alpha1.ProxyServerPort))
+
+			By("the certificate files: keys of the Secrets the addon-manager writes in its namespace, mounted read-only")
+			pod := d.Spec.Template.Spec
+			type file struct{ secret, key string }
+			at := func(path string) file {
+				secret, key := mountedSecretFile(pod, c, path)
+				return file{secret, key}
+			}
+			caFile := file{proxyv1alpha1.CASecretName, proxyv1alpha1.CASecretKey}
+			Expect(at(opts.ProxyCACert)).To(Equal(caFile))
+			Expect(at(opts.ServiceProxyCACert)).To(Equal(caFile), "the CA that signs the service-proxy certificate (the addon-manager's signer)")
+			clientSecret := mpc.Spec.Authentication.Dump.Secrets.SigningProxyClientSecretName
+			Expect(clientSecret).To(Equal(proxyv1alpha1.DefaultProxyClientSecretName))
+			Expect(at(opts.ProxyCert)).To(Equal(file{clientSecret, corev1.TLSCertKey}))
+			Expect(at(opts.ProxyKey)).To(Equal(file{clientSecret, corev1.TLSPrivateKeyKey}))
+			Expect(at(opts.ServerCert)).To(Equal(file{proxyconfig.UserServerSecretName, corev1.TLSCertKey}))
+			Expect(at(opts.ServerKey)).To(Equal(file{proxyconfig.UserServerSecretName, corev1.TLSPrivateKeyKey}))
+
+			By("the ConfigMap: the chart's, in POD_NAMESPACE")
+			Expect(objs.keys()).To(ContainElement(exposedServicesKey(opts.ExposedServicesConfigMap)))
+			Expect(c.Env).To(ContainElement(corev1.EnvVar{
+				Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+			}))
+
+			By("the ports: the probes where --health-bind-address serves, the Service's target where --server-port serves")
+			port := func(name string) int {
+				for _, p := range c.Ports {
+					if p.Name == name {
+						return int(p.ContainerPort)
+					}
+				}
+				Fail("no container port " + name)
+				return 0
+			}
+			_, health, err := net.SplitHostPort(opts.HealthBindAddress)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(health).To(Equal(strconv.Itoa(port(c.LivenessProbe.HTTPGet.Port.StrVal))))
+			Expect(health).To(Equal(strconv.Itoa(port(c.ReadinessProbe.HTTPGet.Port.StrVal))))
+			svc := &corev1.Service{}
+			objs.into(userService, svc)
+			Expect(svc.Spec.Ports).To(HaveLen(1))
+			Expect(opts.ServerPort).To(Equal(port(svc.Spec.Ports[0].TargetPort.StrVal)))
+
+			Expect(opts.ExposedServicesConfigMap).To(Equal(userserver.DefaultExposedServicesConfigMap), "the chart's default name is the command's")
+		})
+
+		It("serves through Service cluster-proxy-addon-user, selecting the Deployment's pods, on the user-server's port", func() {
+			svc := &corev1.Service{}
+			objs.into(userService, svc)
+			Expect(svc.Name).To(Equal(proxyconfig.UserServerServiceName), "the name the addon-manager's serving certificate carries")
+			Expect(svc.Labels).To(HaveKeyWithValue("component", userName))
+			Expect(svc.Spec).To(Equal(corev1.ServiceSpec{
+				Type:     corev1.ServiceTypeClusterIP,
+				Selector: map[string]string{"component": userName},
+				Ports: []corev1.ServicePort{{
+					Name: "user-server", Port: 9092, TargetPort: intstr.FromString("user-server"), Protocol: corev1.ProtocolTCP,
+				}},
+			}))
+			pod := objs.deployment(userName).Spec.Template
+			Expect(labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels))).To(BeTrue(), "the Service selects the addon-user pods")
+			for _, u := range objs {
+				if u.GetKind() == "Deployment" && u.GetName() != userName {
+					Expect(labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(objs.deployment(u.GetName()).Spec.Template.Labels))).To(BeFalse(), key(u))
+				}
+			}
+			var named []string
+			for _, c := range pod.Spec.Containers {
+				for _, p := range c.Ports {
+					if p.Name == svc.Spec.Ports[0].TargetPort.StrVal {
+						named = append(named, c.Name)
+						Expect(p.Protocol).To(Equal(svc.Spec.Ports[0].Protocol))
+					}
+				}
+			}
+			Expect(named).To(Equal([]string{"user-server"}), "the targetPort names the user-server's port, once")
+		})
+
+		It("lists the exposed services in the ConfigMap the user-server reads, as the user-server parses them", func(ctx SpecContext) {
+			cm := &corev1.ConfigMap{}
+			objs.into(cmKey, cm)
+			Expect(cm.Data).To(HaveLen(1))
+			Expect(cm.Data).To(HaveKey("services"))
+			Expect(cm.BinaryData).To(BeEmpty())
+			var entries []userserver.ExposedService
+			Expect(yaml.UnmarshalStrict([]byte(cm.Data["services"]), &entries)).To(Succeed())
+			Expect(entries).To(Equal(exposedServices))
+			list, err := userserver.ParseAllowlist(cm.Data)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(list.Len()).To(Equal(len(exposedServices)))
+			Expect(list.Allows(userserver.Target{Proto: "https", Namespace: "monitoring", Name: "prometheus-k8s", Port: 9091})).To(BeTrue())
+			Expect(list.Allows(userserver.Target{Proto: "http", Namespace: "monitoring", Name: "prometheus-k8s", Port: 9091})).To(BeFalse(), "the protocol is listed")
+			Expect(list.Allows(userserver.Target{Proto: "https", Namespace: "monitoring", Name: "prometheus-k8s", Port: 9090})).To(BeFalse(), "the port is listed")
+			Expect(list.Allows(userserver.Target{Proto: "http", Namespace: "default", Name: "hello", Port: 8000})).To(BeTrue(), "no port or protocol: any")
+			Expect(list.Allows(userserver.Target{Proto: "http", Namespace: "default", Name: "not-listed", Port: 80})).To(BeFalse())
+
+			By("no exposedServices: a list that admits nothing")
+			none := mustRender(ctx, "--set", "enableServiceProxy=true,userServer.enabled=true")
+			cm = &corev1.ConfigMap{}
+			none.into(cmKey, cm)
+			Expect(cm.Data).To(HaveKey("services"))
+			list, err = userserver.ParseAllowlist(cm.Data)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(list.Len()).To(BeZero())
+
+			By("another exposedServicesConfigMapName: that ConfigMap, named to the user-server")
+			named := mustRender(ctx, append([]string{"--set", "exposedServicesConfigMapName=allowed-services"}, userServerValues()...)...)
+			Expect(named.keys()).NotTo(ContainElement(cmKey))
+			cm = &corev1.ConfigMap{}
+			named.into(exposedServicesKey("allowed-services"), cm)
+			list, err = userserver.ParseAllowlist(cm.Data)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(list.Len()).To(Equal(len(exposedServices)))
+			Expect(parseUserServerArgs(containerNamed(named.deployment(userName), "user-server").Args).ExposedServicesConfigMap).To(Equal("allowed-services"))
+		})
+
+		It("asks the addon-manager for the user-server's serving certificate with the additional SANs, and only with userServer.enabled", func(ctx SpecContext) {
+			Expect(objs.mpc().Spec.UserServer).To(Equal(&proxyv1alpha1.UserServerConfiguration{AdditionalSANs: userServerSANs}))
+
+			By("without additional SANs: spec.userServer is {}")
+			plain := mustRender(ctx, "--set", "enableServiceProxy=true,userServer.enabled=true")
+			userServer, found, err := unstructured.NestedMap(plain.get(mpcKey).Object, "spec", "userServer")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(found).To(BeTrue())
+			Expect(userServer).To(BeEmpty())
+
+			By("without the user-server: no spec.userServer, whatever else is on")
+			for _, set := range []string{"enableServiceProxy=true", "enableServiceProxy=true,networkPolicies.enabled=true,exposedServicesConfigMapName=allowed-services"} {
+				_, found, err := unstructured.NestedFieldNoCopy(mustRender(ctx, "--set", set).get(mpcKey).Object, "spec", "userServer")
+				Expect(err).NotTo(HaveOccurred())
+				Expect(found).To(BeFalse(), set)
+			}
+		})
+	})
+
 	It("uses a Hostname entrypoint when entrypointAddress is set, even with the load balancer flag", func(ctx SpecContext) {
 		for _, set := range []string{
 			"proxyServer.entrypointAddress=proxy.hub.example.com,proxyServer.port=443",
@@ -544,7 +933,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		objs := mustRender(ctx,
 			"--set", "registry=mirror.example.com:5000/ocm/,image=proxy,tag=v9.9.9,replicas=3",
 			"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent",
-			"--set", "spokeAddonNamespace=proxy-agents,enableKubeApiProxy=false,enableServiceProxy=true",
+			"--set", "spokeAddonNamespace=proxy-agents,enableKubeApiProxy=false,enableServiceProxy=true,userServer.enabled=true",
 			"--set", "imagePullPolicy=Always,proxyServer.imagePullPolicy=Never",
 			"--set-json", `nodeSelector={"node-role.kubernetes.io/infra":""}`,
 			"--set-json", `tolerations=[{"key":"node-role.kubernetes.io/infra","operator":"Exists","effect":"NoSchedule"}]`,
@@ -566,16 +955,18 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		Expect(c.ImagePullPolicy).To(Equal(corev1.PullAlways))
 		Expect(c.Resources.Limits.Memory().String()).To(Equal("1Gi"))
 		Expect(c.Resources.Requests.Cpu().String()).To(Equal("50m"))
-		By("the addon-user Deployment: the same image, replicas, hub pull policy, node placement and resources")
+		By("the addon-user Deployment (controllers and user-server): the same image, replicas, hub pull policy, node placement and resources")
 		u := objs.deployment(userName)
 		Expect(u.Spec.Replicas).To(HaveValue(BeEquivalentTo(3)))
 		Expect(u.Spec.Template.Spec.NodeSelector).To(Equal(map[string]string{"node-role.kubernetes.io/infra": ""}))
 		Expect(u.Spec.Template.Spec.Tolerations).To(Equal([]corev1.Toleration{toleration}))
-		Expect(u.Spec.Template.Spec.Containers).To(HaveLen(1))
-		uc := containerNamed(u, "controllers")
-		Expect(uc.Image).To(Equal(image))
-		Expect(uc.ImagePullPolicy).To(Equal(corev1.PullAlways))
-		Expect(uc.Resources).To(Equal(c.Resources))
+		Expect(u.Spec.Template.Spec.Containers).To(HaveLen(2))
+		for _, name := range []string{"controllers", "user-server"} {
+			uc := containerNamed(u, name)
+			Expect(uc.Image).To(Equal(image), name)
+			Expect(uc.ImagePullPolicy).To(Equal(corev1.PullAlways), name)
+			Expect(uc.Resources).To(Equal(c.Resources), name)
+		}
 		mpc := objs.mpc()
 		Expect(mpc.Spec.ProxyServer.Image).To(Equal("mirror.example.com/server:v9.9.9"))
 		Expect(mpc.Spec.ProxyAgent.Image).To(Equal("mirror.example.com/agent:v9.9.9"))
@@ -616,24 +1007,32 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		Entry("an unknown resources key", "at '/resources': additional properties 'request' not allowed", "--set", "resources.request.cpu=1"),
 		Entry("impersonation off", impersonationOffRefused, "--set", "enableImpersonation=false"),
 		Entry("impersonation off with the service-proxy", impersonationOffRefused, "--set", "enableServiceProxy=true,enableImpersonation=false"),
-		// Parts this version does not ship: refused, naming the value,
-		// rather than installed doing nothing or running a missing binary.
-		Entry("the user-server", "userServer.enabled: "+userServerNotBuilt+"; leave it false",
+		// Values that need another: refused, naming both, rather than
+		// installed doing nothing.
+		Entry("the user-server without the service-proxy", userServerNeedsServiceProxy,
 			"--set", "userServer.enabled=true"),
-		Entry("the user-server's extra SANs", "userServer.additionalSANs: only the user-server's serving certificate uses it, and "+userServerNotBuilt+"; leave it empty",
+		Entry("the user-server with the service-proxy switched off", userServerNeedsServiceProxy,
+			"--set", "userServer.enabled=true,enableServiceProxy=false,networkPolicies.enabled=true"),
+		Entry("the user-server's extra SANs without the user-server", sansNeedUserServer,
 			"--set", "userServer.additionalSANs={cluster-proxy.apps.example.com}"),
-		Entry("exposed services", "exposedServices: only the user-server reads it, and "+userServerNotBuilt+"; leave it empty",
+		Entry("the user-server's extra SANs with the service-proxy only", sansNeedUserServer,
+			"--set", "enableServiceProxy=true,userServer.additionalSANs={cluster-proxy.apps.example.com}"),
+		Entry("exposed services without the user-server", exposedServicesNeedUserServer,
 			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s","port":9091,"protocol":"https"}]`),
-		Entry("another exposed-services ConfigMap", "exposedServicesConfigMapName: only the user-server reads it, and "+userServerNotBuilt+"; leave it at cluster-proxy-exposed-services",
-			"--set", "exposedServicesConfigMapName=allowed-services"),
-		Entry("the ClusterProfile feature gate", "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false",
-			"--set", "featureGates.clusterProfile=true"),
-		Entry("the user-server with the service-proxy", "userServer.enabled: "+userServerNotBuilt,
-			"--set", "userServer.enabled=true,enableServiceProxy=true,networkPolicies.enabled=true"),
-		Entry("exposed services with the service-proxy", "exposedServices: only the user-server reads it, and "+userServerNotBuilt,
+		Entry("exposed services with the service-proxy only", exposedServicesNeedUserServer,
 			"--set", "enableServiceProxy=true", "--set-json", `exposedServices=[{"namespace":"monitoring","service":"prometheus-k8s"}]`),
-		Entry("the ClusterProfile feature gate with the service-proxy", "featureGates.clusterProfile: the ClusterProfile feature is not available",
+		Entry("an exposed-services ConfigMap name that is no object name", "at '/exposedServicesConfigMapName'",
+			"--set", "userServer.enabled=true,enableServiceProxy=true,exposedServicesConfigMapName=Allowed_Services"),
+		Entry("a user-server SAN with a path", "at '/userServer/additionalSANs/0'",
+			"--set", "userServer.enabled=true,enableServiceProxy=true", "--set-json", `userServer.additionalSANs=["user.example.com/x"]`),
+		// The part this version does not ship: refused, naming the value,
+		// rather than installed doing nothing.
+		Entry("the ClusterProfile feature gate", clusterProfileNotBuilt,
+			"--set", "featureGates.clusterProfile=true"),
+		Entry("the ClusterProfile feature gate with the service-proxy", clusterProfileNotBuilt,
 			"--set", "enableServiceProxy=true,featureGates.clusterProfile=true"),
+		Entry("the ClusterProfile feature gate with the user-server", clusterProfileNotBuilt,
+			"--set", "enableServiceProxy=true,userServer.enabled=true,featureGates.clusterProfile=true"),
 		Entry("a placement namespace without a placement", "installByPlacement.placementNamespace is set without installByPlacement.placementName",
 			"--set", "installByPlacement.placementNamespace=placements"),
 	)

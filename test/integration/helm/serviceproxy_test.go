@@ -2,10 +2,14 @@ package helm_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +35,7 @@ import (
 	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/internal/servicecert"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
+	"open-cluster-management.io/cluster-proxy/internal/userserver"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
@@ -69,11 +74,25 @@ func parseControllersArgs(args []string) *servicecert.Options {
 	return opts
 }
 
-var _ = Describe("Installing the chart with enableServiceProxy=true", Ordered, Label("helm", "install", "service-proxy"), func() {
+var _ = Describe("Installing the chart with enableServiceProxy=true and userServer.enabled=true", Ordered, Label("helm", "install", "service-proxy", "user-server"), func() {
 	const (
 		// negativeWait is how long the unbound binary is watched not writing
-		// the certificate.
+		// the certificate, and the user-server without its ConfigMaps rule
+		// not becoming ready.
 		negativeWait = 3 * time.Second
+		// userServerWait bounds the user-server's start and each of its
+		// reactions.
+		userServerWait = 20 * time.Second
+		// exposedServicesName is the exposedServicesConfigMapName installed
+		// (not the default, which the command would read without the flag).
+		exposedServicesName = "allowed-services"
+		// notListed is a Service path of cluster1 the installed list does
+		// not name, listed one it names (past the list, a request needs a
+		// proxy-server, which does not run here).
+		notListed = "/cluster1/api/v1/namespaces/default/services/http:not-listed:80/proxy-service/"
+		listed    = "/cluster1/api/v1/namespaces/monitoring/services/https:prometheus-k8s:9091/proxy-service/metrics"
+		// otherPort is the listed Service on a port the list does not name.
+		otherPort = "/cluster1/api/v1/namespaces/monitoring/services/https:prometheus-k8s:9090/proxy-service/metrics"
 	)
 	var (
 		hub        *framework.APIServer
@@ -147,17 +166,7 @@ var _ = Describe("Installing the chart with enableServiceProxy=true", Ordered, L
 	start := func(ctx context.Context, name string) *framework.Process {
 		container := containerNamed(deployment, "controllers")
 		Expect(container.Command).To(Equal([]string{"/cluster-proxy"}))
-		var env []string
-		for _, e := range container.Env {
-			switch {
-			case e.ValueFrom == nil:
-				env = append(env, e.Name+"="+e.Value)
-			case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
-				env = append(env, e.Name+"="+deployment.Namespace)
-			default:
-				Fail("the test cannot resolve environment variable " + e.Name)
-			}
-		}
+		env := containerEnv(deployment, container)
 		Expect(env).To(ContainElement("POD_NAMESPACE=" + releaseNamespace))
 		healthPort, err := framework.FreeLoopbackPort()
 		Expect(err).NotTo(HaveOccurred())
@@ -195,6 +204,56 @@ var _ = Describe("Installing the chart with enableServiceProxy=true", Ordered, L
 		}
 	}
 
+	// userServerRun is a user-server the test started: its process, the
+	// loopback ports it serves on (HTTPS and health) and the unused port its
+	// --port names.
+	type userServerRun struct {
+		p                                *framework.Process
+		serverPort, healthPort, noServer int
+	}
+	// startUserServer runs the built binary as the chart's user-server
+	// container does: its arguments and environment, the files of its
+	// Secret volumes written under a directory of its own (the Secrets read
+	// from the API, as the kubelet mounts them), the ServiceAccount's
+	// kubeconfig. The test changes only the addresses: --host and --port
+	// name an unused loopback port (the user-server dials the proxy-server
+	// on a request's first need), --server-port and --health-bind-address
+	// free loopback ports; and the drain is short.
+	startUserServer := func(ctx context.Context, name string) userServerRun {
+		container := containerNamed(deployment, "user-server")
+		Expect(container.Command).To(Equal([]string{"/cluster-proxy"}))
+		opts := parseUserServerArgs(container.Args)
+		root := filepath.Join(logDir, name+"-files")
+		writeMounts(ctx, c, deployment, container, root)
+		with := map[string]string{}
+		for flag, path := range userServerFileFlags(opts) {
+			_, err := os.Stat(filepath.Join(root, path))
+			Expect(err).NotTo(HaveOccurred(), "--%s names a key of its Secret", flag)
+			with[flag] = filepath.Join(root, path)
+		}
+		var run userServerRun
+		for _, port := range []*int{&run.serverPort, &run.healthPort, &run.noServer} {
+			var err error
+			*port, err = framework.FreeLoopbackPort()
+			Expect(err).NotTo(HaveOccurred())
+		}
+		with["host"] = "127.0.0.1"
+		with["port"] = strconv.Itoa(run.noServer)
+		with["server-port"] = strconv.Itoa(run.serverPort)
+		args := append(overrideFlags(container.Args, with),
+			"--kubeconfig="+userKubeconfig,
+			fmt.Sprintf("--health-bind-address=127.0.0.1:%d", run.healthPort),
+			"--min-drain-duration=0s", "--drain-timeout=5s",
+		)
+		env := containerEnv(deployment, container)
+		Expect(env).To(ContainElement("POD_NAMESPACE=" + releaseNamespace))
+		var err error
+		run.p, err = framework.StartProcess(name, binary, args, env, logDir)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(run.p.Stop)
+		return run
+	}
+
 	BeforeAll(func(ctx SpecContext) {
 		var err error
 		binary, err = framework.BuildBinary("./cmd/cluster-proxy", "cluster-proxy")
@@ -212,25 +271,38 @@ var _ = Describe("Installing the chart with enableServiceProxy=true", Ordered, L
 
 		scheme := runtime.NewScheme()
 		Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+		Expect(proxyv1alpha1.AddToScheme(scheme)).To(Succeed())
 		c, err = client.New(hub.Config, client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
 		clientset, err = kubernetes.NewForConfig(hub.Config)
 		Expect(err).NotTo(HaveOccurred())
 	})
 
-	It("installs Deployment cluster-proxy-addon-user with its ServiceAccount, Role and RoleBinding", func(ctx SpecContext) {
-		_, err := helmAt(ctx, "install", releaseName, chartDir, "--create-namespace", "--set", "enableServiceProxy=true")
+	It("installs Deployment cluster-proxy-addon-user (controllers and user-server) with its ServiceAccount, Role, RoleBinding, Service and exposed-services ConfigMap", func(ctx SpecContext) {
+		_, err := helmAt(ctx, append([]string{"install", releaseName, chartDir, "--create-namespace",
+			"--set", "exposedServicesConfigMapName=" + exposedServicesName}, userServerValues()...)...)
 		Expect(err).NotTo(HaveOccurred())
 
 		Expect(get(ctx, userName, &corev1.ServiceAccount{})).To(Succeed())
 		Expect(get(ctx, "open-cluster-management:cluster-proxy:addon-user", &rbacv1.Role{})).To(Succeed())
 		Expect(get(ctx, "open-cluster-management:cluster-proxy:addon-user", &rbacv1.RoleBinding{})).To(Succeed())
+		Expect(get(ctx, userName, &corev1.Service{})).To(Succeed())
+		cm := &corev1.ConfigMap{}
+		Expect(get(ctx, exposedServicesName, cm)).To(Succeed())
+		list, err := userserver.ParseAllowlist(cm.Data)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(list.Len()).To(Equal(len(exposedServices)))
 		deployment = &appsv1.Deployment{}
 		Expect(get(ctx, userName, deployment)).To(Succeed())
 		Expect(deployment.Spec.Template.Spec.ServiceAccountName).To(Equal(userName))
+		Expect(deployment.Spec.Template.Spec.Containers).To(HaveLen(2))
+		Expect(parseUserServerArgs(containerNamed(deployment, "user-server").Args).ExposedServicesConfigMap).To(Equal(exposedServicesName))
 		manager := &appsv1.Deployment{}
 		Expect(get(ctx, "cluster-proxy-addon-manager", manager)).To(Succeed())
 		Expect(containerNamed(manager, "manager").Args).To(ContainElement("--enable-service-proxy=true"))
+		mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+		Expect(c.Get(ctx, types.NamespacedName{Name: proxyv1alpha1.DefaultName}, mpc)).To(Succeed())
+		Expect(mpc.Spec.UserServer).To(Equal(&proxyv1alpha1.UserServerConfiguration{AdditionalSANs: userServerSANs}))
 
 		By("nothing has created the CA yet: no addon-manager runs here")
 		Expect(get(ctx, signerSecretName, &corev1.Secret{})).To(Satisfy(apierrors.IsNotFound))
@@ -258,6 +330,7 @@ var _ = Describe("Installing the chart with enableServiceProxy=true", Ordered, L
 		Expect(first.Verbs).NotTo(BeEmpty())
 		Eventually(userCan).WithContext(ctx).WithArguments(first.Verbs[0], first.APIGroups[0], first.Resources[0]).
 			WithTimeout(timeout).WithPolling(interval).Should(BeTrue(), "RoleBinding open-cluster-management:cluster-proxy:addon-user takes effect")
+		Expect(userCan(ctx, "watch", "", "configmaps")).To(BeTrue(), "the user-server's rule")
 	})
 
 	It("runs the real cluster-proxy controllers under the chart's RBAC: the CA, the certificate and the lease, nothing forbidden", func(ctx SpecContext) {
@@ -305,6 +378,133 @@ var _ = Describe("Installing the chart with enableServiceProxy=true", Ordered, L
 		Expect(strings.ToLower(logOf(p))).NotTo(ContainSubstring("forbidden"), "the chart's Role grants all the command does")
 	})
 
+	It("runs the real cluster-proxy user-server under the chart's RBAC: ready, the chart's exposed services loaded, Services not listed denied, a broken edit reported, nothing forbidden", func(ctx SpecContext) {
+		By("the Secrets the addon-manager would write for the configuration, issued by the CA the controllers created")
+		caSecret := &corev1.Secret{}
+		Expect(get(ctx, signerSecretName, caSecret)).To(Succeed())
+		ca, err := certs.ParseCA(caSecret.Data[signer.CertKey], caSecret.Data[signer.KeyKey])
+		Expect(err).NotTo(HaveOccurred())
+		mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+		Expect(c.Get(ctx, types.NamespacedName{Name: proxyv1alpha1.DefaultName}, mpc)).To(Succeed())
+		writeAddonManagerSecrets(ctx, c, ca, mpc)
+
+		run := startUserServer(ctx, "user-server")
+		p := run.p
+		container := containerNamed(deployment, "user-server")
+		waitCtx, cancel := context.WithTimeout(ctx, userServerWait)
+		defer cancel()
+		for _, probe := range []*corev1.Probe{container.ReadinessProbe, container.LivenessProbe} {
+			Expect(framework.WaitHTTPOK(waitCtx, fmt.Sprintf("http://127.0.0.1:%d%s", run.healthPort, probe.HTTPGet.Path), false, p)).To(Succeed(),
+				"log:\n%s", p.LogTail(40))
+		}
+
+		By("reading the chart's exposed-services ConfigMap: logged and recorded as a Normal Event on it")
+		entries := len(exposedServices)
+		Eventually(func() string { return logOf(p) }).WithContext(ctx).WithTimeout(userServerWait).WithPolling(interval).Should(MatchRegexp(
+			`"Exposed-services list loaded".*configMap="%s/%s".*entries=%d`, releaseNamespace, exposedServicesName, entries))
+		Eventually(allowed(p, func(ctx context.Context) error {
+			events, err := eventsAbout(ctx, c, "ConfigMap", exposedServicesName)
+			if err != nil {
+				return err
+			}
+			for _, e := range events {
+				if e.Type == corev1.EventTypeNormal && e.Reason == userserver.ReasonAllowlistLoaded &&
+					e.Message == fmt.Sprintf("Exposed-services list loaded: %d entries", entries) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no Normal %s Event about ConfigMap %s among %s", userserver.ReasonAllowlistLoaded, exposedServicesName, describeEvents(events))
+		})).WithContext(ctx).WithTimeout(userServerWait).WithPolling(interval).Should(Succeed(), "log:\n%s", p.LogTail(40))
+
+		By("answering over HTTPS with the serving certificate of its Secret")
+		base := fmt.Sprintf("https://127.0.0.1:%d", run.serverPort)
+		code, msg, err := httpsGet(ctx, ca.CertPEM, base+notListed)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(http.StatusForbidden), msg)
+		Expect(msg).To(ContainSubstring("service default/not-listed (http, port 80) is not exposed by the user-server"))
+		code, msg, err = httpsGet(ctx, ca.CertPEM, base+otherPort)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(http.StatusForbidden), "the list names the port: %s", msg)
+		Expect(msg).To(ContainSubstring("service monitoring/prometheus-k8s (https, port 9090) is not exposed"))
+		code, msg, err = httpsGet(ctx, ca.CertPEM, base+"/Cluster_1/x")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(http.StatusBadRequest), msg)
+		Expect(msg).To(ContainSubstring(`invalid cluster "Cluster_1"`))
+		By("a listed Service passes the list: the user-server then dials the proxy-server at --host:--port, which is not there")
+		tunnelFailed := And(
+			ContainSubstring(`failed to reach cluster "cluster1" through the tunnel`),
+			ContainSubstring(fmt.Sprintf("127.0.0.1:%d", run.noServer)),
+		)
+		code, msg, err = httpsGet(ctx, ca.CertPEM, base+listed)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(http.StatusBadGateway), msg)
+		Expect(msg).To(tunnelFailed)
+
+		By("a broken edit of the ConfigMap: a Warning Event naming the bad field, and the last good list stays")
+		cm := &corev1.ConfigMap{}
+		Expect(get(ctx, exposedServicesName, cm)).To(Succeed())
+		cm.Data = map[string]string{"services": "- namespace: default\n  servcie: hello\n"}
+		Expect(c.Update(ctx, cm)).To(Succeed())
+		Eventually(allowed(p, func(ctx context.Context) error {
+			events, err := eventsAbout(ctx, c, "ConfigMap", exposedServicesName)
+			if err != nil {
+				return err
+			}
+			for _, e := range events {
+				if e.Type == corev1.EventTypeWarning && e.Reason == userserver.ReasonInvalidAllowlist {
+					if !strings.Contains(e.Message, `unknown field "servcie"`) ||
+						!strings.Contains(e.Message, fmt.Sprintf("the last good list (%d entries) stays in force", entries)) {
+						return StopTrying("the Warning Event does not name the field and the list kept: " + e.Message)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no Warning %s Event about ConfigMap %s among %s", userserver.ReasonInvalidAllowlist, exposedServicesName, describeEvents(events))
+		})).WithContext(ctx).WithTimeout(userServerWait).WithPolling(interval).Should(Succeed(), "log:\n%s", p.LogTail(40))
+		Expect(logOf(p)).To(ContainSubstring("The exposed-services ConfigMap is invalid; keeping the last good list"))
+		code, msg, err = httpsGet(ctx, ca.CertPEM, base+listed)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(http.StatusBadGateway), "the last good list still lists it: %s", msg)
+		Expect(msg).To(tunnelFailed)
+		code, _, err = httpsGet(ctx, ca.CertPEM, base+notListed)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(code).To(Equal(http.StatusForbidden))
+
+		Expect(p.Stop()).To(Succeed())
+		Expect(p.ExitError()).NotTo(HaveOccurred(), "log:\n%s", p.LogTail(40))
+		Expect(strings.ToLower(logOf(p))).NotTo(ContainSubstring("forbidden"), "the chart's Role grants all the command does")
+	})
+
+	It("cannot serve without the Role's ConfigMaps rule: the same user-server is forbidden to read the exposed services and never becomes ready", func(ctx SpecContext) {
+		role := &rbacv1.Role{}
+		Expect(get(ctx, "open-cluster-management:cluster-proxy:addon-user", role)).To(Succeed())
+		kept := slices.DeleteFunc(slices.Clone(role.Rules), func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, "configmaps") })
+		Expect(kept).To(HaveLen(len(role.Rules)-1), "one rule grants the ConfigMaps")
+		role.Rules = kept
+		Expect(c.Update(ctx, role)).To(Succeed())
+		Eventually(userCan).WithContext(ctx).WithArguments("list", "", "configmaps").WithTimeout(timeout).WithPolling(interval).Should(BeFalse(),
+			"the Role's change takes effect")
+		Expect(userCan(ctx, "create", "", "events")).To(BeTrue(), "the rest of the Role stands")
+
+		run := startUserServer(ctx, "user-server-no-configmaps")
+		p := run.p
+		// klog quotes the error, escaping its quotes; the list names the
+		// one ConfigMap it selects.
+		forbidden := `configmaps \\?"` + exposedServicesName + `\\?" is forbidden: User \\?"` +
+			regexp.QuoteMeta("system:serviceaccount:"+releaseNamespace+":"+userName) + `\\?" cannot list resource \\?"configmaps\\?"`
+		Eventually(func() string { return logOf(p) }).WithContext(ctx).WithTimeout(userServerWait).WithPolling(interval).
+			Should(MatchRegexp(forbidden))
+		readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", run.healthPort)
+		Consistently(func() int { return httpCode(ctx, readyz) }).WithContext(ctx).WithTimeout(negativeWait).WithPolling(interval).
+			ShouldNot(Equal(http.StatusOK), "log:\n%s", p.LogTail(40))
+		Expect(p.ExitError()).To(MatchError(ContainSubstring("still running")), "it waits for the ConfigMap, not ready")
+		Expect(logOf(p)).NotTo(ContainSubstring("Exposed-services list loaded"))
+		// Stop takes its 10 s: waiting for the ConfigMap, the user-server
+		// does not end on SIGTERM (userserver.Run waits for the first list
+		// on a context the signal does not cancel), so SIGKILL ends it.
+		Expect(p.Stop()).To(Succeed())
+	})
+
 	It("cannot keep the certificate without the chart's RoleBinding: the same binary is forbidden and writes no Secret", func(ctx SpecContext) {
 		Expect(c.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{
 			Namespace: releaseNamespace, Name: "open-cluster-management:cluster-proxy:addon-user",
@@ -327,8 +527,59 @@ var _ = Describe("Installing the chart with enableServiceProxy=true", Ordered, L
 		Expect(p.Stop()).To(Succeed())
 	})
 
-	It("removes the addon-user objects when switched off", func(ctx SpecContext) {
-		_, err := helmAt(ctx, "upgrade", releaseName, chartDir, "--reuse-values", "--set", "enableServiceProxy=false")
+	It("refuses to switch the service-proxy off under the user-server, naming the value, then removes the user-server's objects, then the addon-user's", func(ctx SpecContext) {
+		revision := func() int {
+			out, err := helmAt(ctx, "status", releaseName, "--output", "json")
+			Expect(err).NotTo(HaveOccurred())
+			var s releaseStatus
+			Expect(json.Unmarshal([]byte(out), &s)).To(Succeed())
+			Expect(s.Info.Status).To(Equal("deployed"))
+			return s.Version
+		}
+		Expect(revision()).To(Equal(1))
+		for _, c := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--set", "enableServiceProxy=false"}, userServerNeedsServiceProxy},
+			{[]string{"--set", "userServer.enabled=false"}, sansNeedUserServer},
+			{[]string{"--set", "userServer.enabled=false", "--set-json", "userServer.additionalSANs=[]"}, exposedServicesNeedUserServer},
+		} {
+			_, err := helmAt(ctx, append([]string{"upgrade", releaseName, chartDir, "--reuse-values"}, c.args...)...)
+			Expect(err).To(MatchError(ContainSubstring(c.want)), "%v", c.args)
+			Expect(revision()).To(Equal(1), "a refused upgrade leaves the release as it was")
+		}
+
+		By("the user-server off: its Service and ConfigMap go, the Deployment keeps the controllers")
+		_, err := helmAt(ctx, "upgrade", releaseName, chartDir, "--reuse-values",
+			"--set", "userServer.enabled=false", "--set-json", "userServer.additionalSANs=[]", "--set-json", "exposedServices=[]")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(revision()).To(Equal(2))
+		for _, o := range []struct {
+			name string
+			obj  client.Object
+		}{
+			{userName, &corev1.Service{}},
+			{exposedServicesName, &corev1.ConfigMap{}},
+		} {
+			Eventually(func() error { return get(ctx, o.name, o.obj) }).WithContext(ctx).WithTimeout(timeout).
+				Should(Satisfy(apierrors.IsNotFound), "%T %s", o.obj, o.name)
+		}
+		d := &appsv1.Deployment{}
+		Expect(get(ctx, userName, d)).To(Succeed())
+		Expect(d.Spec.Template.Spec.Containers).To(ConsistOf(HaveField("Name", "controllers")))
+		Expect(d.Spec.Template.Spec.Volumes).To(BeEmpty())
+		role := &rbacv1.Role{}
+		Expect(get(ctx, "open-cluster-management:cluster-proxy:addon-user", role)).To(Succeed())
+		for _, g := range grants(role.Rules) {
+			Expect(g.resource).NotTo(Equal("configmaps"), "the Role keeps no ConfigMaps rule without the user-server")
+		}
+		mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
+		Expect(c.Get(ctx, types.NamespacedName{Name: proxyv1alpha1.DefaultName}, mpc)).To(Succeed())
+		Expect(mpc.Spec.UserServer).To(BeNil())
+
+		By("the service-proxy off: the addon-user objects go")
+		_, err = helmAt(ctx, "upgrade", releaseName, chartDir, "--reuse-values", "--set", "enableServiceProxy=false")
 		Expect(err).NotTo(HaveOccurred())
 		for _, o := range []struct {
 			name string

@@ -4,9 +4,11 @@
 // fail, the values/schema/README and RBAC drift checks, the default render
 // applied to a real hub kube-apiserver with the manager running under the
 // chart's RBAC, helm install/upgrade/uninstall against a real
-// kube-apiserver, and an install with enableServiceProxy=true that runs the
-// real `cluster-proxy controllers` binary, built for the run, as the chart's
-// addon-user ServiceAccount with the chart's arguments.
+// kube-apiserver, and an install with enableServiceProxy=true and
+// userServer.enabled=true that runs the real `cluster-proxy controllers` and
+// `cluster-proxy user-server` binaries, built for the run, as the chart's
+// addon-user ServiceAccount with the chart's arguments (the user-server with
+// its Secret volumes' files, from certificates minted for the run).
 //
 // Specs labelled "static" need only the Helm CLI; the others start
 // kube-apiservers (`make controlplane`).
