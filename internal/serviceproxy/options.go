@@ -311,9 +311,12 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return fmt.Errorf("failed to load --client-ca: %w", err)
 	}
-	tlsProfile, err := o.watchTLSProfile(authnCtx)
+	tlsProfile, err := o.watchTLSProfile(authnCtx, ctx)
 	if err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		return nil // stopped before serving
 	}
 	https := &http.Server{
 		Addr: o.BindAddress,

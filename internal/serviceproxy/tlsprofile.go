@@ -22,12 +22,13 @@ import (
 const tlsProfileReadTimeout = 30 * time.Second
 
 // watchTLSProfile follows OCM's TLS profile ConfigMap (ocm-tls-profile in
-// PodNamespace on the managed cluster) until ctx is done and returns the
+// PodNamespace on the managed cluster) until ctx is done (the wait for the
+// first read also ends with waitCtx) and returns the
 // profile in force, for the HTTPS server's handshakes. It returns once the
 // ConfigMap has been read (or could not be), so the server never starts
 // weaker than configured for lack of having looked. Without a pod
 // namespace there is nothing to watch: the profile is the default.
-func (o *Options) watchTLSProfile(ctx context.Context) (func() tlsprofile.Profile, error) {
+func (o *Options) watchTLSProfile(ctx, waitCtx context.Context) (func() tlsprofile.Profile, error) {
 	if o.PodNamespace == "" {
 		klog.FromContext(ctx).Info("the TLS profile ConfigMap is not watched: " + command.PodNamespaceEnv +
 			" is not set; serving with the default profile (minimum TLS 1.2, Go's cipher suites)")
@@ -42,7 +43,7 @@ func (o *Options) watchTLSProfile(ctx context.Context) (func() tlsprofile.Profil
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the managed cluster client for the TLS profile: %w", err)
 	}
-	return tlsprofile.Start(ctx, client, o.PodNamespace, tlsProfileReadTimeout), nil
+	return tlsprofile.Start(ctx, waitCtx, client, o.PodNamespace, tlsProfileReadTimeout), nil
 }
 
 // servingTLSConfig is the HTTPS server's TLS configuration: the serving

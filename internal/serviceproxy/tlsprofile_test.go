@@ -110,7 +110,7 @@ func TestServingFollowsTheTLSProfileConfigMapWithoutRestart(t *testing.T) {
 		Data:       map[string]string{tlsprofile.KeyMinVersion: "VersionTLS13"},
 	}
 	client := fake.NewClientset(cm)
-	address := serve(t, f, tlsprofile.Start(ctx, client, ns, 10*time.Second))
+	address := serve(t, f, tlsprofile.Start(ctx, ctx, client, ns, 10*time.Second))
 
 	// From the first connection on (the watch was read before serving):
 	// a TLS 1.2 client is refused, TLS 1.3 works, with the caller verified.
@@ -163,7 +163,7 @@ func TestServingStartsWithTheDefaultWhenTheProfileCannotBeRead(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "", errors.New("no RBAC"))
 	})
 	start := time.Now()
-	profile := tlsprofile.Start(t.Context(), client, "agent", time.Minute)
+	profile := tlsprofile.Start(t.Context(), t.Context(), client, "agent", time.Minute)
 	g.Expect(time.Since(start)).To(BeNumerically("<", 30*time.Second), "the first failure ends the wait")
 	g.Expect(profile()).To(Equal(tlsprofile.Default()))
 
@@ -178,7 +178,7 @@ func TestWatchTLSProfileWithoutPodNamespaceServesTheDefault(t *testing.T) {
 	g := NewWithT(t)
 	o := NewOptions()
 	o.Kubeconfig = "/does/not/exist" // never read
-	profile, err := o.watchTLSProfile(t.Context())
+	profile, err := o.watchTLSProfile(t.Context(), t.Context())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(profile()).To(Equal(tlsprofile.Default()))
 }

@@ -10,8 +10,9 @@ import (
 
 // Start runs a Watcher of namespace until ctx is done, waits up to timeout
 // for its first read (past it, the default profile is in force until the
-// ConfigMap is read), and returns the profile in force, for ServerConfig.
-func Start(ctx context.Context, client kubernetes.Interface, namespace string, timeout time.Duration) func() Profile {
+// ConfigMap is read; the wait also ends when waitCtx is done, a shutdown
+// before serving), and returns the profile in force, for ServerConfig.
+func Start(ctx, waitCtx context.Context, client kubernetes.Interface, namespace string, timeout time.Duration) func() Profile {
 	log := klog.FromContext(ctx).WithValues("configMap", klog.KRef(namespace, ConfigMapName))
 	w := NewWatcher(client, namespace)
 	go func() {
@@ -24,6 +25,7 @@ func Start(ctx context.Context, client kubernetes.Interface, namespace string, t
 	select {
 	case <-w.Read():
 	case <-ctx.Done():
+	case <-waitCtx.Done():
 	case <-timer.C:
 		log.Error(nil, "the TLS profile ConfigMap has not been read yet; serving with the default profile until it is", "waited", timeout)
 	}

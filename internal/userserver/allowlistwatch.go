@@ -2,6 +2,7 @@ package userserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,6 @@ const (
 // Event on the ConfigMap saying why), nothing while it is missing.
 type allowlistWatch struct {
 	current atomic.Pointer[Allowlist]
-	// synced is true once the informer has listed the ConfigMap.
-	synced atomic.Bool
 }
 
 // Allowlist returns the list in force; nothing is allowed until the
@@ -44,8 +43,9 @@ func (w *allowlistWatch) Allowlist() Allowlist {
 }
 
 // watchAllowlist starts watching ConfigMap namespace/name until ctx is done
-// and waits for the first list.
-func watchAllowlist(ctx context.Context, client kubernetes.Interface, recorder record.EventRecorder, namespace, name string) (*allowlistWatch, error) {
+// and waits for the first list, or until waitCtx is done (a shutdown before
+// serving).
+func watchAllowlist(ctx, waitCtx context.Context, client kubernetes.Interface, recorder record.EventRecorder, namespace, name string) (*allowlistWatch, error) {
 	log := klog.FromContext(ctx).WithValues("configMap", namespace+"/"+name)
 	w := &allowlistWatch{}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 10*time.Minute,
@@ -86,9 +86,12 @@ func watchAllowlist(ctx context.Context, client kubernetes.Interface, recorder r
 		<-ctx.Done()
 		factory.Shutdown()
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		return nil, fmt.Errorf("failed to list ConfigMap %s/%s: %w", namespace, name, context.Cause(ctx))
+	// The first read ends with either context.
+	wait, cancel := context.WithCancel(waitCtx)
+	defer cancel()
+	defer context.AfterFunc(ctx, cancel)()
+	if !cache.WaitForCacheSync(wait.Done(), informer.HasSynced) {
+		return nil, fmt.Errorf("stopped before ConfigMap %s/%s was read: %w", namespace, name, errors.Join(context.Cause(waitCtx), context.Cause(ctx)))
 	}
-	w.synced.Store(true)
 	return w, nil
 }

@@ -182,8 +182,11 @@ func Run(ctx context.Context, o *Options) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kubeClient.CoreV1().Events(o.PodNamespace)})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "cluster-proxy-user-server"})
-	allowlist, err := watchAllowlist(bgCtx, kubeClient, recorder, o.PodNamespace, o.ExposedServicesConfigMap)
+	allowlist, err := watchAllowlist(bgCtx, ctx, kubeClient, recorder, o.PodNamespace, o.ExposedServicesConfigMap)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before serving
+		}
 		return err
 	}
 
@@ -243,9 +246,12 @@ func Run(ctx context.Context, o *Options) error {
 			MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{serving},
 			// HTTP/1.1 only, for the upgrades.
 			NextProtos: []string{"http/1.1"},
-		}, tlsprofile.Start(bgCtx, kubeClient, o.PodNamespace, tlsProfileReadTimeout)),
+		}, tlsprofile.Start(bgCtx, ctx, kubeClient, o.PodNamespace, tlsProfileReadTimeout)),
 		ReadHeaderTimeout: 32 * time.Second,
 		MaxHeaderBytes:    1 << 20,
+	}
+	if ctx.Err() != nil {
+		return nil // stopped before serving
 	}
 	listener, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ServerPort)))
 	if err != nil {
