@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -94,6 +95,16 @@ var _ = Describe("The user-server on the local environment", Ordered, Label("use
 		out, errOut, err := kubectl(ctx, "--kubeconfig="+localenv.UserServerKubeconfig(env.StateDir, "cluster2"), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
 		Expect(err).NotTo(HaveOccurred(), "stderr: %s", errOut)
 		Expect(out).To(Equal(localenv.ViewerUser))
+	})
+
+	It("prints nothing but the result of a tunnelled kubectl command (bin/localenv kubectl)", func(ctx SpecContext) {
+		var out, errOut bytes.Buffer
+		cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(clusterProxyBin), "localenv"), "kubectl", "--state-dir="+env.StateDir,
+			"--cluster=cluster1", "--", "get", "namespace", agentNamespace, "-o", "name")
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		Expect(cmd.Run()).To(Succeed(), "stderr: %s", errOut.String())
+		Expect(out.String()).To(Equal("namespace/" + agentNamespace + "\n"))
+		Expect(errOut.String()).To(BeEmpty())
 	})
 
 	It("refuses a garbage token with 401 and a hub user without RBAC on the cluster with 403", func(ctx SpecContext) {

@@ -184,9 +184,6 @@ install rather than deploy nothing.
 {{- if .Values.featureGates.clusterProfile -}}
 {{- fail "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false" -}}
 {{- end -}}
-{{- if not .Values.enableImpersonation -}}
-{{- fail "enableImpersonation: false is not supported: the addon-manager always lets the agents review hub tokens; turn impersonation off per cluster with the AddOnDeploymentConfig customizedVariable enableImpersonation=\"false\" (remove the value or set it to true)" -}}
-{{- end -}}
 {{- if and .Values.installByPlacement.placementNamespace (not .Values.installByPlacement.placementName) -}}
 {{- fail "installByPlacement.placementNamespace is set without installByPlacement.placementName: name the Placement too, or unset the namespace" -}}
 {{- end -}}

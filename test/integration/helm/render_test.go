@@ -88,14 +88,10 @@ const (
 	clusterProfileNotBuilt        = "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false"
 )
 
-// impersonationOffRefused is why the chart refuses enableImpersonation=false.
-const impersonationOffRefused = `enableImpersonation: false is not supported: the addon-manager always lets the agents review hub tokens; ` +
-	`turn impersonation off per cluster with the AddOnDeploymentConfig customizedVariable enableImpersonation="false" (remove the value or set it to true)`
-
 // acceptedProfiles are value profiles that render, the defaults first;
 // between them they set every value the chart accepts to something other
-// than its default, enableImpersonation aside (only its default is
-// accepted; the refused values are in the "refuses bad values" table).
+// than its default (the refused values are in the "refuses bad values"
+// table).
 // Lint, RBAC and the API server specs run them all.
 var acceptedProfiles = [][]string{
 	nil,
@@ -105,7 +101,7 @@ var acceptedProfiles = [][]string{
 	{
 		"--set", "networkPolicies.enabled=true,enableKubeApiProxy=false,replicas=2,spokeAddonNamespace=proxy-agents",
 		"--set", "registry=mirror.example.com/ocm,image=proxy,tag=v9.9.9,imagePullPolicy=Always",
-		"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent,enableImpersonation=true",
+		"--set", "proxyServerImage=mirror.example.com/server,proxyAgentImage=mirror.example.com/agent,enableImpersonation=false",
 		// exposedServicesConfigMapName is accepted without the user-server
 		// (and unused).
 		"--set", "enableServiceProxy=true,exposedServicesConfigMapName=unused-services",
@@ -286,6 +282,8 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				Expect(objs.mpc().Spec.UserServer).To(BeNil(), "profile %v", profile)
 			}
 			Expect(objs.managerArgs()).To(ContainElements(fmt.Sprintf("--enable-service-proxy=%t", serviceProxy), "--feature-gates=ClusterProfile=false"), "profile %v", profile)
+			impersonation := !slices.ContainsFunc(profile, func(arg string) bool { return strings.Contains(arg, "enableImpersonation=false") })
+			Expect(objs.managerArgs()).To(ContainElement(fmt.Sprintf("--enable-impersonation=%t", impersonation)), "profile %v", profile)
 		}
 	})
 
@@ -328,6 +326,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				"--agent-image-name=" + defaultImage(),
 				"--enable-kube-api-proxy=true",
 				"--enable-service-proxy=false",
+				"--enable-impersonation=true",
 				"--enable-network-policies=false",
 				"--agent-install-namespace=open-cluster-management-cluster-proxy",
 				"--image-pull-policy=IfNotPresent",
@@ -1005,8 +1004,6 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 		Entry("an exposed service with an unknown protocol", "at '/exposedServices/0/protocol'",
 			"--set-json", `exposedServices=[{"namespace":"monitoring","service":"p","protocol":"ftp"}]`),
 		Entry("an unknown resources key", "at '/resources': additional properties 'request' not allowed", "--set", "resources.request.cpu=1"),
-		Entry("impersonation off", impersonationOffRefused, "--set", "enableImpersonation=false"),
-		Entry("impersonation off with the service-proxy", impersonationOffRefused, "--set", "enableServiceProxy=true,enableImpersonation=false"),
 		// Values that need another: refused, naming both, rather than
 		// installed doing nothing.
 		Entry("the user-server without the service-proxy", userServerNeedsServiceProxy,
