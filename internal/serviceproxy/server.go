@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -84,6 +85,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Transport: transport,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			log.V(2).Info("failed to reach the target", "target", targetURL.Host, "err", err.Error())
+			// A Service name that does not resolve is a Service the cluster
+			// does not have: the caller's mistake, not a gateway failure.
+			var dnsErr *net.DNSError
+			if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+				httpserve.WriteStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound,
+					fmt.Sprintf("the service-proxy found no Service at %s on this cluster (%s does not resolve): check the Cluster-Proxy-Service and Cluster-Proxy-Namespace headers", targetURL.Host, dnsErr.Name))
+				return
+			}
 			httpserve.WriteStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable,
 				fmt.Sprintf("the service-proxy failed to reach %s: %v", targetURL.Host, err))
 		},

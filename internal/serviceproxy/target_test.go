@@ -3,6 +3,7 @@ package serviceproxy
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -110,7 +111,9 @@ func FuzzResolveTarget(f *testing.F) {
 			t.Fatalf("scheme %q", target.URL.Scheme)
 		}
 		host := target.URL.Hostname()
-		if want := service + "." + namespace + ".svc"; host != want && host != toLower(want) {
+		// Header values arrive trimmed of surrounding white space, and DNS
+		// names are case-insensitive: the host is the lower-cased names.
+		if want := strings.TrimSpace(service) + "." + strings.TrimSpace(namespace) + ".svc"; host != toLower(want) {
 			t.Fatalf("host %q is not %q", host, want)
 		}
 		if target.URL.Path != "" || target.URL.User != nil || target.URL.RawQuery != "" || target.URL.Fragment != "" {

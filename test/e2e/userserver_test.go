@@ -158,12 +158,12 @@ var _ = Describe("The user-server on the local environment", Ordered, Label("use
 		Expect(code).To(Equal(http.StatusForbidden))
 		Expect(statusMessage(body)).To(ContainSubstring(denied))
 
-		By("forwarding once it is listed: the service-proxy then tries the Service itself (which does not exist: 502 naming it)")
+		By("forwarding once it is listed: the service-proxy then looks the Service up itself (it does not exist: 404 naming it)")
 		setList("- namespace: default\n  service: hello\n  port: 8000\n  protocol: http\n")
 		Eventually(func(g Gomega) {
 			code, body := userServerGet(ctx, path, viewerToken)
-			g.Expect(code).To(Equal(http.StatusBadGateway), body)
-			g.Expect(statusMessage(body)).To(ContainSubstring("hello.default.svc:8000"))
+			g.Expect(code).To(Equal(http.StatusNotFound), body)
+			g.Expect(statusMessage(body)).To(ContainSubstring("the service-proxy found no Service at hello.default.svc:8000"))
 		}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
 
 		By("keeping the last good list through a broken edit, with a Warning Event saying why")
@@ -175,7 +175,7 @@ var _ = Describe("The user-server on the local environment", Ordered, Label("use
 			g.Expect(events.Items[0].Message).To(ContainSubstring(`unknown field "servcie"`))
 		}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
 		code, _ = userServerGet(ctx, path, viewerToken)
-		Expect(code).To(Equal(http.StatusBadGateway), "the last good list still allows it")
+		Expect(code).To(Equal(http.StatusNotFound), "the last good list still allows it")
 
 		By("denying everything once the ConfigMap is deleted")
 		Expect(hubKube.CoreV1().ConfigMaps(ns).Delete(ctx, "cluster-proxy-exposed-services", metav1.DeleteOptions{})).To(Succeed())

@@ -13,6 +13,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
@@ -180,11 +181,10 @@ var _ = Describe("Requests for a Service", Label("serviceproxy", "services"), Or
 			ContainSubstring("certificate signed by unknown authority")))
 	})
 
-	It("answers 502 naming the target host for a Service whose name does not resolve", func(ctx SpecContext) {
+	It("answers 404 naming the target for a Service whose name does not resolve", func(ctx SpecContext) {
 		r := send(ctx, http.MethodGet, "/", serviceHeaders("http", "nowhere", 8080), "")
-		Expect(r.code).To(Equal(http.StatusBadGateway), r.body)
-		Expect(r.status().Message).To(And(
-			HavePrefix("the service-proxy failed to reach "+serviceHost("nowhere")+":8080: "),
-			ContainSubstring("no such host")))
+		Expect(r.code).To(Equal(http.StatusNotFound), r.body)
+		Expect(r.status().Reason).To(Equal(metav1.StatusReasonNotFound))
+		Expect(r.status().Message).To(HavePrefix("the service-proxy found no Service at " + serviceHost("nowhere") + ":8080 on this cluster (" + serviceHost("nowhere") + " does not resolve)"))
 	})
 })

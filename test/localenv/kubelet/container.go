@@ -387,6 +387,11 @@ func (w *podWorker) mounts(pod *corev1.Pod, c *corev1.Container, vars map[string
 	if w.k.opts.HostsFile != nil {
 		if hosts := w.k.opts.HostsFile(pod); hosts != "" {
 			mounts = append(mounts, bindMount{Source: hosts, Target: "/etc/hosts", ReadOnly: true})
+			// Names resolve from that file only: an unknown name fails at
+			// once as not found, and no lookup leaves the environment.
+			for _, f := range resolverFiles {
+				mounts = append(mounts, bindMount{Source: filepath.Join(w.k.opts.StateDir, f.name), Target: f.target, ReadOnly: true})
+			}
 		}
 	}
 	slices.SortStableFunc(mounts, func(a, b bindMount) int {

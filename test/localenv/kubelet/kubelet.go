@@ -192,6 +192,9 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Join(k.opts.StateDir, "pods"), 0o755); err != nil {
 		return fmt.Errorf("failed to create the kubelet state directory: %w", err)
 	}
+	if err := writeResolverFiles(k.opts.StateDir); err != nil {
+		return err
+	}
 	if err := KillRecorded(k.opts.StateDir); err != nil {
 		logger.Error(err, "Failed to kill containers of an earlier run")
 	}

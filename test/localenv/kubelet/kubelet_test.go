@@ -290,6 +290,9 @@ func TestKubelet(t *testing.T) {
 	g.Expect(get("/file?path=" + secretDir + "/password")).To(Equal("one"))
 	g.Expect(get("/file?path=" + scratchDir + "/init")).To(Equal("from init"))
 	g.Expect(get("/file?path=/etc/hosts")).To(ContainSubstring("cpx-t-gateway"))
+	// Names resolve from the hosts file alone.
+	g.Expect(get("/file?path=/etc/nsswitch.conf")).To(Equal("hosts: files\n"))
+	g.Expect(get("/file?path=/etc/resolv.conf")).To(HavePrefix("nameserver 127.0.0.1\n"))
 	g.Expect(get("/file?path=/var/run/secrets/kubernetes.io/serviceaccount/namespace")).To(Equal(testNamespace))
 	g.Expect(get("/file?path=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")).To(ContainSubstring("BEGIN CERTIFICATE"))
 	_, code, err := e.get(ctx, ip, "/write?path="+secretDir+"/x")

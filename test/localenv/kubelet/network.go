@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -164,3 +165,22 @@ func (n *BridgeNetwork) Cleanup(ctx context.Context) error {
 }
 
 func (n *BridgeNetwork) netnsName(podUID string) string { return n.NetnsPrefix + podUID[:8] }
+
+// resolverFiles make a pod's name lookups use its hosts file alone, the
+// environment's stand-in for cluster DNS: nsswitch.conf names only files,
+// and resolv.conf a loopback server no one runs, for resolvers that ignore
+// nsswitch.conf.
+var resolverFiles = []struct{ name, target, content string }{
+	{name: "nsswitch.conf", target: "/etc/nsswitch.conf", content: "hosts: files\n"},
+	{name: "resolv.conf", target: "/etc/resolv.conf", content: "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n"},
+}
+
+// writeResolverFiles writes resolverFiles into dir.
+func writeResolverFiles(dir string) error {
+	for _, f := range resolverFiles {
+		if err := os.WriteFile(filepath.Join(dir, f.name), []byte(f.content), 0o644); err != nil {
+			return fmt.Errorf("failed to write the pods' %s: %w", f.target, err)
+		}
+	}
+	return nil
+}
