@@ -2,18 +2,14 @@ package tlsprofile
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
-	corev1listers "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"open-cluster-management.io/cluster-proxy/internal/configmapwatch"
 )
 
 // Watcher keeps the profile of the ConfigMap ocm-tls-profile in one
@@ -65,70 +61,24 @@ func (w *Watcher) markRead() {
 // Run watches the ConfigMap (an informer on that one object) until ctx is
 // done.
 func (w *Watcher) Run(ctx context.Context) error {
-	ref := klog.KRef(w.namespace, ConfigMapName)
-	log := klog.FromContext(ctx).WithValues("configMap", ref)
-	factory := informers.NewSharedInformerFactoryWithOptions(w.client, 0, informers.WithNamespace(w.namespace),
-		informers.WithTweakListOptions(func(opts *metav1.ListOptions) {
-			opts.FieldSelector = fields.OneTermEqualSelector("metadata.name", ConfigMapName).String()
-		}))
-	configMaps := factory.Core().V1().ConfigMaps()
-	informer := configMaps.Informer()
-	changed := make(chan struct{}, 1)
-	notify := func() {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { notify() },
-		UpdateFunc: func(any, any) { notify() },
-		DeleteFunc: func(any) { notify() },
-	}); err != nil {
-		return fmt.Errorf("failed to watch the TLS profile ConfigMap %s: %w", ref, err)
-	}
-	var synced atomic.Bool
-	if err := informer.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-		if !synced.Load() {
+	log := klog.FromContext(ctx).WithValues("configMap", klog.KRef(w.namespace, ConfigMapName))
+	return configmapwatch.Run(ctx, w.client, w.namespace, ConfigMapName, configmapwatch.Handlers{
+		Changed: func(cm *corev1.ConfigMap) {
+			w.update(log, cm)
+			w.markRead()
+		},
+		ReadFailed: func(err error) {
 			log.Error(err, "failed to read the TLS profile ConfigMap; serving with the current profile while retrying",
 				"minTLSVersion", w.Current().MinVersionName(), "cipherSuites", w.Current().CipherSuiteNames())
 			w.markRead()
-		}
-	}); err != nil {
-		return fmt.Errorf("failed to watch the TLS profile ConfigMap %s: %w", ref, err)
-	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		return nil
-	}
-	synced.Store(true)
-	w.update(ctx, configMaps.Lister())
-	w.markRead()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-			w.update(ctx, configMaps.Lister())
-		}
-	}
+		},
+	})
 }
 
-// update sets the profile from the ConfigMap in the lister, keeping the last
-// good one when the ConfigMap is invalid. Only Run's goroutine calls it.
-func (w *Watcher) update(ctx context.Context, lister corev1listers.ConfigMapLister) {
-	ref := klog.KRef(w.namespace, ConfigMapName)
-	log := klog.FromContext(ctx).WithValues("configMap", ref)
-	cm, err := lister.ConfigMaps(w.namespace).Get(ConfigMapName)
-	if apierrors.IsNotFound(err) {
-		cm, err = nil, nil
-	}
-	var p Profile
-	if err == nil {
-		p, err = FromConfigMap(cm)
-	}
+// update sets the profile from cm (nil: absent), keeping the last good one
+// when it is invalid. Only Run's goroutine calls it.
+func (w *Watcher) update(log klog.Logger, cm *corev1.ConfigMap) {
+	p, err := FromConfigMap(cm)
 	if err != nil {
 		if err.Error() != w.lastInvalid {
 			w.lastInvalid = err.Error()

@@ -296,6 +296,7 @@ var _ = Describe("cluster-proxy on the local environment", Ordered, func() {
 				for _, c := range localenv.ManagedClusters {
 					Eventually(addonAvailable).WithContext(ctx).WithArguments(c).WithTimeout(5 * time.Minute).Should(Equal(metav1.ConditionTrue))
 				}
+				Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed())
 				// A new CA came with the new configuration: the user-server
 				// kubeconfigs follow it.
 				Expect(localenv.WriteUserServerAccess(ctx, env, clusterProxyBin)).To(Succeed())

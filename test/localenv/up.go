@@ -21,6 +21,7 @@ import (
 
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
 
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/pkg/client"
 	"open-cluster-management.io/cluster-proxy/test/localenv/netns"
 	"open-cluster-management.io/cluster-proxy/test/localenv/proc"
@@ -89,6 +90,9 @@ func Up(ctx context.Context, o UpOptions) error {
 		return fmt.Errorf("helm install: %w", err)
 	}
 	if err := waitAvailable(ctx, env, o.Out); err != nil {
+		return err
+	}
+	if err := WaitTunnels(ctx, env, o.Out); err != nil {
 		return err
 	}
 	if err := WriteUserServerAccess(ctx, env, filepath.Join(o.Bin.ImageRoot, "cluster-proxy")); err != nil {
@@ -204,6 +208,59 @@ func waitAvailable(ctx context.Context, env *Env, out io.Writer) error {
 		return fmt.Errorf("addon %s not Available on %s: %w", AddonName, strings.Join(waiting, ", "), err)
 	}
 	_, _ = fmt.Fprintf(out, "addon %s is Available on %s\n", AddonName, strings.Join(ManagedClusters, ", "))
+	return nil
+}
+
+// WaitTunnels waits until every managed cluster is reachable through the
+// tunnel: the addon's Available condition only says its addon-agent renews
+// its lease, not that its proxy-agent is connected to a ready proxy-server,
+// nor that its service-proxy listens. A dial through the hub's proxy-server
+// to each cluster's kube-apiserver and service-proxy says both.
+func WaitTunnels(ctx context.Context, env *Env, out io.Writer) error {
+	hubCfg, err := clientcmd.BuildConfigFromFlags("", env.HubKubeconfig)
+	if err != nil {
+		return err
+	}
+	var dialer *client.Dialer
+	defer func() {
+		if dialer != nil {
+			_ = dialer.Close()
+		}
+	}()
+	var waiting []string
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		waiting = waiting[:0]
+		if dialer == nil {
+			tlsCfg, err := client.TLSConfigForHub(ctx, hubCfg, MPCName)
+			if err != nil {
+				waiting = append(waiting, "the proxy-client certificate: "+err.Error())
+				return false, nil
+			}
+			if dialer, err = client.NewDialer(net.JoinHostPort(HubUplinkIP, strconv.Itoa(FrontendPort)), tlsCfg); err != nil {
+				return false, err
+			}
+		}
+		for _, c := range ManagedClusters {
+			for _, target := range []string{
+				net.JoinHostPort(c, strconv.Itoa(ManagedAPIServerPort)),
+				net.JoinHostPort(proxyv1alpha1.ServiceProxyHost(c), strconv.Itoa(int(proxyv1alpha1.ServiceProxyPort))),
+			} {
+				dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				conn, err := dialer.DialContext(dialCtx, "tcp", target)
+				cancel()
+				if err != nil {
+					waiting = append(waiting, c+": "+err.Error())
+					continue
+				}
+				_ = conn.Close()
+			}
+		}
+		return len(waiting) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the tunnels are not up: %s: %w", strings.Join(waiting, "; "), err)
+	}
+	_, _ = fmt.Fprintf(out, "tunnels to %s are up (kube-apiserver and service-proxy)\n", strings.Join(ManagedClusters, ", "))
 	return nil
 }
 

@@ -19,8 +19,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corev1listers "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
 )
 
 // testIssuer is an OpenID Connect issuer on a local TLS server: discovery,
@@ -318,16 +317,14 @@ func TestLoadOIDCCA(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 			if tt.configMap != nil {
 				tt.configMap.ObjectMeta = metav1.ObjectMeta{Namespace: "ns", Name: "ca"}
-				g.Expect(indexer.Add(tt.configMap)).To(Succeed())
 			}
 			o, err := NewOIDC(OIDCConfig{IssuerURL: iss.url(), ClientID: "client", UsernameClaim: "sub"})
 			g.Expect(err).NotTo(HaveOccurred())
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
-			err = loadOIDCCA(ctx, corev1listers.NewConfigMapLister(indexer), "ns", "ca", o)
+			err = loadOIDCCA(ctx, tt.configMap, klog.KRef("ns", "ca"), o)
 			if tt.wantErr != "" {
 				g.Expect(err).To(MatchError(tt.wantErr))
 				return
