@@ -227,17 +227,27 @@ func WaitTunnels(ctx context.Context, env *Env, out io.Writer) error {
 			_ = dialer.Close()
 		}
 	}()
+	// newDialer says why there is no dialer yet (the manager may not have
+	// issued the proxy-client certificate).
+	newDialer := func(ctx context.Context) (*client.Dialer, string) {
+		tlsCfg, err := client.TLSConfigForHub(ctx, hubCfg, MPCName)
+		if err != nil {
+			return nil, "the proxy-client certificate: " + err.Error()
+		}
+		d, err := client.NewDialer(net.JoinHostPort(HubUplinkIP, strconv.Itoa(FrontendPort)), tlsCfg)
+		if err != nil {
+			return nil, "the dialer: " + err.Error()
+		}
+		return d, ""
+	}
 	var waiting []string
 	err = wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		waiting = waiting[:0]
 		if dialer == nil {
-			tlsCfg, err := client.TLSConfigForHub(ctx, hubCfg, MPCName)
-			if err != nil {
-				waiting = append(waiting, "the proxy-client certificate: "+err.Error())
+			var why string
+			if dialer, why = newDialer(ctx); dialer == nil {
+				waiting = append(waiting, why)
 				return false, nil
-			}
-			if dialer, err = client.NewDialer(net.JoinHostPort(HubUplinkIP, strconv.Itoa(FrontendPort)), tlsCfg); err != nil {
-				return false, err
 			}
 		}
 		for _, c := range ManagedClusters {
