@@ -196,6 +196,14 @@ var _ = Describe("The user-server on the local environment", Ordered, Label("use
 		for _, p := range servers.Items {
 			Expect(hubKube.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{})).To(Succeed())
 		}
+		By("waiting until the deleted proxy-servers are gone")
+		Eventually(func(g Gomega) {
+			now, err := hubKube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "proxy.open-cluster-management.io/component-name=proxy-server"})
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(podNames(now.Items)).NotTo(ContainElements(podNames(servers.Items)))
+		}).WithContext(ctx).WithTimeout(2 * time.Minute).Should(Succeed())
+		// Later specs find every tunnel up again.
+		DeferCleanup(func(ctx SpecContext) { Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed()) })
 		kubeconfig := localenv.UserServerKubeconfig(env.StateDir, "cluster1")
 		Eventually(func(g Gomega) {
 			_, errOut, err := kubectl(ctx, "--kubeconfig="+kubeconfig, "get", "pods", "-n", agentNamespace)
