@@ -88,6 +88,22 @@ const (
 	clusterProfileNotBuilt        = "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false"
 )
 
+// podNamespaceEnv is the POD_NAMESPACE variable of every hub container.
+var podNamespaceEnv = corev1.EnvVar{
+	Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+}
+
+// hardenedContainer is the security context of every hub container.
+func hardenedContainer() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		Privileged:               ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		RunAsNonRoot:             ptr.To(true),
+	}
+}
+
 // acceptedProfiles are value profiles that render, the defaults first;
 // between them they set every value the chart accepts to something other
 // than its default (the refused values are in the "refuses bad values"
@@ -344,13 +360,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 			Expect(c.ReadinessProbe.HTTPGet.Port.String()).To(Equal("healthz"))
 			Expect(c.Resources.Requests).To(HaveKey(corev1.ResourceCPU))
-			Expect(c.SecurityContext).To(Equal(&corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false),
-				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				Privileged:               ptr.To(false),
-				ReadOnlyRootFilesystem:   ptr.To(true),
-				RunAsNonRoot:             ptr.To(true),
-			}))
+			Expect(c.SecurityContext).To(Equal(hardenedContainer()))
 		})
 
 		It("registers the addon with OCM: default configuration and Placements install strategy", func() {
@@ -452,9 +462,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				"--signer-secret-namespace=" + releaseNamespace,
 				"--signer-secret-name=cluster-proxy-signer",
 			}))
-			Expect(c.Env).To(Equal([]corev1.EnvVar{{
-				Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
-			}}))
+			Expect(c.Env).To(Equal([]corev1.EnvVar{podNamespaceEnv}))
 			Expect(c.Ports).To(Equal([]corev1.ContainerPort{
 				{Name: "ctrl-metrics", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
 				{Name: "ctrl-healthz", ContainerPort: 8081, Protocol: corev1.ProtocolTCP},
@@ -468,13 +476,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				InitialDelaySeconds: 2, PeriodSeconds: 10,
 			}))
 			Expect(c.Resources).To(Equal(containerNamed(objs.deployment("cluster-proxy-addon-manager"), "manager").Resources))
-			Expect(c.SecurityContext).To(Equal(&corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false),
-				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				Privileged:               ptr.To(false),
-				ReadOnlyRootFilesystem:   ptr.To(true),
-				RunAsNonRoot:             ptr.To(true),
-			}))
+			Expect(c.SecurityContext).To(Equal(hardenedContainer()))
 		})
 
 		It("passes flags the command parses and accepts, keeping the certificate where the addon-manager reads it, with the probes' and metrics' ports served", func() {
@@ -660,9 +662,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				"--service-proxy-ca-cert=/etc/proxy-server-ca/ca.crt",
 				"--exposed-services-configmap=" + userserver.DefaultExposedServicesConfigMap,
 			}))
-			Expect(c.Env).To(Equal([]corev1.EnvVar{{
-				Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
-			}}))
+			Expect(c.Env).To(Equal([]corev1.EnvVar{podNamespaceEnv}))
 			Expect(c.Ports).To(Equal([]corev1.ContainerPort{
 				{Name: "user-server", ContainerPort: 9092, Protocol: corev1.ProtocolTCP},
 				{Name: "user-healthz", ContainerPort: 8000, Protocol: corev1.ProtocolTCP},
@@ -676,13 +676,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				InitialDelaySeconds: 2, PeriodSeconds: 2,
 			}))
 			Expect(c.Resources).To(Equal(containerNamed(objs.deployment("cluster-proxy-addon-manager"), "manager").Resources))
-			Expect(c.SecurityContext).To(Equal(&corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false),
-				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				Privileged:               ptr.To(false),
-				ReadOnlyRootFilesystem:   ptr.To(true),
-				RunAsNonRoot:             ptr.To(true),
-			}))
+			Expect(c.SecurityContext).To(Equal(hardenedContainer()))
 			Expect(c.VolumeMounts).To(Equal([]corev1.VolumeMount{
 				{Name: "proxy-server-ca", MountPath: "/etc/proxy-server-ca", ReadOnly: true},
 				{Name: "proxy-client", MountPath: "/etc/proxy-client", ReadOnly: true},

@@ -58,17 +58,25 @@ func parseManagerArgs(args []string) *addonmanager.Options {
 	return opts
 }
 
+// parseSubcommandArgs parses the arguments of a /cluster-proxy container
+// running subcommand with that command's own flags (bound by addFlags) and
+// returns the flag set.
+func parseSubcommandArgs(args []string, subcommand string, addFlags func(*pflag.FlagSet)) *pflag.FlagSet {
+	Expect(args).NotTo(BeEmpty())
+	Expect(args[0]).To(Equal(subcommand))
+	fs := pflag.NewFlagSet(subcommand, pflag.ContinueOnError)
+	addFlags(fs)
+	Expect(fs.Parse(args[1:])).To(Succeed())
+	Expect(fs.Args()).To(BeEmpty(), "the command takes no positional arguments")
+	return fs
+}
+
 // parseControllersArgs parses the arguments of a /cluster-proxy container
 // running `controllers` with that command's own flags, and validates them
 // with POD_NAMESPACE set to the release namespace.
 func parseControllersArgs(args []string) *servicecert.Options {
-	Expect(args).NotTo(BeEmpty())
-	Expect(args[0]).To(Equal("controllers"))
 	opts := servicecert.NewOptions()
-	fs := pflag.NewFlagSet("controllers", pflag.ContinueOnError)
-	opts.AddFlags(fs)
-	Expect(fs.Parse(args[1:])).To(Succeed())
-	Expect(fs.Args()).To(BeEmpty(), "the command takes no positional arguments")
+	parseSubcommandArgs(args, "controllers", opts.AddFlags)
 	opts.PodNamespace = releaseNamespace
 	Expect(opts.Validate()).To(Succeed())
 	return opts

@@ -34,13 +34,8 @@ import (
 // deprecated), and validates them with POD_NAMESPACE set to the release
 // namespace.
 func parseUserServerArgs(args []string) *userserver.Options {
-	Expect(args).NotTo(BeEmpty())
-	Expect(args[0]).To(Equal("user-server"))
 	opts := userserver.NewOptions()
-	fs := pflag.NewFlagSet("user-server", pflag.ContinueOnError)
-	opts.AddFlags(fs)
-	Expect(fs.Parse(args[1:])).To(Succeed())
-	Expect(fs.Args()).To(BeEmpty(), "the command takes no positional arguments")
+	fs := parseSubcommandArgs(args, "user-server", opts.AddFlags)
 	fs.Visit(func(f *pflag.Flag) {
 		Expect(f.Deprecated).To(BeEmpty(), "the chart passes the deprecated --%s", f.Name)
 	})
