@@ -57,6 +57,12 @@ func (s *Supervisor) startControlPlane(ctx context.Context, c Cluster, pki PKI, 
 		"--allow-privileged=true",
 		"--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
 		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
+		// The kubelet stand-in's API (pods' exec, port-forward and logs),
+		// reached at the Node's InternalIP, with TLS both ways.
+		"--kubelet-client-certificate=" + pki.Path(kubeletClientCert),
+		"--kubelet-client-key=" + pki.Path(kubeletClientKey),
+		"--kubelet-certificate-authority=" + pki.Path(caCert),
+		"--kubelet-preferred-address-types=InternalIP",
 	}
 	if tokenFile != "" {
 		args = append(args, "--token-auth-file="+tokenFile)

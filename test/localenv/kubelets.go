@@ -2,7 +2,10 @@ package localenv
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -12,7 +15,10 @@ import (
 
 	proxyclient "open-cluster-management.io/cluster-proxy/pkg/generated/clientset/versioned"
 
+	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/test/localenv/kubelet"
+	"open-cluster-management.io/cluster-proxy/test/localenv/netns"
+	"open-cluster-management.io/cluster-proxy/test/localenv/workload"
 )
 
 // startKubelets starts, per cluster, the hosts files, the relays pods need
@@ -54,8 +60,16 @@ func (s *Supervisor) startKubelets(ctx context.Context, wg *sync.WaitGroup) erro
 		serviceDialer(hubClient, hub.Netns(), locateUserServer, UserServerPortName)); err != nil {
 		return err
 	}
+	workloadRoot, err := s.writeWorkloadImage()
+	if err != nil {
+		return err
+	}
 	for _, c := range Clusters() {
 		_, client, err := s.client(c)
+		if err != nil {
+			return err
+		}
+		api, err := kubeletAPI(c, PKI{Dir: filepath.Join(c.Dir(s.StateDir), "pki")})
 		if err != nil {
 			return err
 		}
@@ -83,7 +97,7 @@ func (s *Supervisor) startKubelets(ctx context.Context, wg *sync.WaitGroup) erro
 			NodeIP:     c.Gateway(),
 			Client:     client,
 			Namespaces: namespaces,
-			Images:     map[string]string{Image: s.Bin.ImageRoot},
+			Images:     map[string]string{Image: s.Bin.ImageRoot, TestWorkloadImage: workloadRoot},
 			Network: &kubelet.BridgeNetwork{
 				NodeNetns: c.Netns(), Bridge: podsBridge, Prefix: c.PodPrefix(), Gateway: c.Gateway(),
 				NetnsPrefix: c.PodNetnsPrefix(),
@@ -93,6 +107,7 @@ func (s *Supervisor) startKubelets(ctx context.Context, wg *sync.WaitGroup) erro
 			HostsFile:     h.Path,
 			APIServerHost: c.Gateway(),
 			APIServerPort: strconv.Itoa(c.APIServerPort()),
+			API:           api,
 		})
 		if err != nil {
 			return err
@@ -117,4 +132,50 @@ func cleanupKubelets(stateDir string) []error {
 		errs = append(errs, kubelet.KillRecorded(dir), kubelet.CleanupCreatedDirs(dir))
 	}
 	return errs
+}
+
+// KubeletPort is the kubelet stand-ins' API port on each node's gateway
+// address.
+const KubeletPort = 10250
+
+// kubeletAPI listens for the kube-apiserver on the node's gateway address
+// (in the cluster's namespace), serving the PKI's kubelet certificate and
+// admitting only the kube-apiserver's kubelet client certificate.
+func kubeletAPI(c Cluster, pki PKI) (*kubelet.APIOptions, error) {
+	cert, err := tls.LoadX509KeyPair(pki.Path(kubeletCert), pki.Path(kubeletKey))
+	if err != nil {
+		return nil, fmt.Errorf("kubelet serving certificate of %s: %w", c.Name, err)
+	}
+	clientCAs, err := certs.LoadCertPool(pki.Path(caCert))
+	if err != nil {
+		return nil, err
+	}
+	l, err := netns.Listen(c.Netns(), net.JoinHostPort(c.Gateway(), strconv.Itoa(KubeletPort)))
+	if err != nil {
+		return nil, fmt.Errorf("listen for the kubelet API of %s: %w", c.Name, err)
+	}
+	return &kubelet.APIOptions{
+		Listener: l,
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: clientCAs,
+			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+		ClientCommonName: KubeletClientName,
+	}, nil
+}
+
+// writeWorkloadImage writes the test workload's image root: a link per
+// program of package workload to this binary, which runs the program its
+// argv[0] names.
+func (s *Supervisor) writeWorkloadImage() (string, error) {
+	root := filepath.Join(s.StateDir, "images", "test-workload")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", err
+	}
+	for _, p := range workload.Programs {
+		link := filepath.Join(root, p)
+		_ = os.Remove(link)
+		if err := os.Symlink(s.Bin.Self, link); err != nil {
+			return "", fmt.Errorf("write the test workload image: %w", err)
+		}
+	}
+	return root, nil
 }

@@ -20,6 +20,11 @@ import (
 // pkiValidity is how long the environment's certificates last.
 const pkiValidity = 365 * 24 * time.Hour
 
+// KubeletClientName is the common name of the kube-apiserver's client
+// certificate for the kubelet API, the only client the kubelet stand-in
+// admits.
+const KubeletClientName = "kube-apiserver-kubelet-client"
+
 // PKI is where a cluster's certificates and keys are.
 type PKI struct {
 	Dir string
@@ -27,16 +32,20 @@ type PKI struct {
 
 // File names inside a PKI directory.
 const (
-	caCert        = "ca.crt"
-	caKey         = "ca.key"
-	apiserverCert = "apiserver.crt"
-	apiserverKey  = "apiserver.key"
-	adminCert     = "admin.crt"
-	adminKey      = "admin.key"
-	saKey         = "sa.key"
-	saPub         = "sa.pub"
-	webhookCert   = "webhook/tls.crt"
-	webhookKey    = "webhook/tls.key"
+	caCert            = "ca.crt"
+	caKey             = "ca.key"
+	apiserverCert     = "apiserver.crt"
+	apiserverKey      = "apiserver.key"
+	adminCert         = "admin.crt"
+	adminKey          = "admin.key"
+	saKey             = "sa.key"
+	saPub             = "sa.pub"
+	kubeletCert       = "kubelet.crt"
+	kubeletKey        = "kubelet.key"
+	kubeletClientCert = "kubelet-client.crt"
+	kubeletClientKey  = "kubelet-client.key"
+	webhookCert       = "webhook/tls.crt"
+	webhookKey        = "webhook/tls.key"
 )
 
 // Path returns the path of a PKI file.
@@ -44,7 +53,9 @@ func (p PKI) Path(name string) string { return filepath.Join(p.Dir, name) }
 
 // NewPKI creates a cluster's CA, the kube-apiserver's serving certificate
 // (for sans plus the kubernetes Service names), an admin client
-// certificate (group system:masters), the service-account signing key and,
+// certificate (group system:masters), the kubelet stand-in's serving
+// certificate (for sans) and the kube-apiserver's client certificate for it
+// (KubeletClientName), the service-account signing key and,
 // for the hub, the OCM addon webhook's serving certificate.
 func NewPKI(dir, cluster string, sans []string, webhook bool) (PKI, error) {
 	p := PKI{Dir: dir}
@@ -61,7 +72,9 @@ func NewPKI(dir, cluster string, sans []string, webhook bool) (PKI, error) {
 				"kubernetes.default.svc.cluster.local", "localhost", "127.0.0.1", "198.19.0.1"}, sans...),
 			Usage: certs.UsageServing, Validity: pkiValidity,
 		},
-		"admin": {CommonName: "admin", Organizations: []string{"system:masters"}, Usage: certs.UsageClient, Validity: pkiValidity},
+		"admin":          {CommonName: "admin", Organizations: []string{"system:masters"}, Usage: certs.UsageClient, Validity: pkiValidity},
+		"kubelet":        {CommonName: cluster + "-kubelet", SANs: sans, Usage: certs.UsageServing, Validity: pkiValidity},
+		"kubelet-client": {CommonName: KubeletClientName, Usage: certs.UsageClient, Validity: pkiValidity},
 	}
 	if webhook {
 		leaves["webhook/tls"] = certs.LeafSpec{CommonName: "addon-webhook", SANs: []string{"127.0.0.1", "localhost"},

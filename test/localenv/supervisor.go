@@ -43,7 +43,7 @@ const Image = "quay.io/open-cluster-management/cluster-proxy"
 // Namespaces whose pods the kubelet stand-ins run.
 var (
 	hubPodNamespaces     = []string{"open-cluster-management-addon", "open-cluster-management-cluster-proxy"}
-	managedPodNamespaces = []string{"open-cluster-management-cluster-proxy", "open-cluster-management-agent-addon"}
+	managedPodNamespaces = []string{"open-cluster-management-cluster-proxy", "open-cluster-management-agent-addon", TestNamespace}
 )
 
 // Supervisor starts the environment and keeps it running until its

@@ -98,25 +98,36 @@ func Up(ctx context.Context, o UpOptions) error {
 	if err := WriteUserServerAccess(ctx, env, filepath.Join(o.Bin.ImageRoot, "cluster-proxy")); err != nil {
 		return err
 	}
+	if err := DeployTestWorkloads(ctx, env, o.Out); err != nil {
+		return err
+	}
 	_, _ = fmt.Fprintf(o.Out, `
-The local environment is up (%s).
+The local environment is up (%[1]s).
 
-  export KUBECONFIG=%s
+  export KUBECONFIG=%[2]s
   kubectl get managedclusters,managedclusteraddons -A
 
 List cluster1's namespaces from the hub, through the tunnel (a Go client):
 
-  %s kubectl --state-dir=%s --cluster=cluster1 -- get namespaces
+  %[3]s kubectl --state-dir=%[4]s --cluster=cluster1 -- get namespaces
 
-Or with plain kubectl through the user-server (%s), as the hub service
-account %s/%s, which every managed cluster lets read workloads:
+Or with plain kubectl through the user-server (%[12]s), as the hub service
+account %[13]s/%[14]s, which every managed cluster lets read workloads:
 
-  kubectl --kubeconfig=%s get pods -A
+  kubectl --kubeconfig=%[5]s get pods -A
 
-Logs: %s. Stop everything with make local-down.
+The same kubeconfig reaches the test workload in namespace %[7]s: its
+logs, an exec, and the exposed Service %[8]s (get --raw takes a path from
+the user-server's root, so it names the cluster):
+
+  kubectl --kubeconfig=%[5]s -n %[7]s logs %[9]s --tail=3
+  kubectl --kubeconfig=%[5]s -n %[7]s exec %[10]s -- echo hello
+  kubectl --kubeconfig=%[5]s get --raw /cluster1/api/v1/namespaces/%[7]s/services/http:%[8]s:%[11]d/proxy-service/
+
+Logs: %[6]s. Stop everything with make local-down.
 `, time.Since(start).Round(time.Second), env.HubKubeconfig, o.Bin.Self, o.StateDir,
-		UserServerURL(), ViewerNamespace, ViewerName, UserServerKubeconfig(o.StateDir, "cluster1"),
-		filepath.Join(o.StateDir, "logs"))
+		UserServerKubeconfig(o.StateDir, "cluster1"), filepath.Join(o.StateDir, "logs"),
+		TestNamespace, HelloService, LoggerPod, ShellPod, HelloHTTPPort, UserServerURL(), ViewerNamespace, ViewerName)
 	return nil
 }
 

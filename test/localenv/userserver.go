@@ -50,13 +50,15 @@ func UserServerKubeconfig(stateDir, cluster string) string {
 // HelmValues are the chart values the environment installs with: agents
 // dial the hub's entrypoint host name, and the service-proxy and the
 // user-server run (its certificate naming the hub's uplink address, where
-// the root namespace reaches it).
+// the root namespace reaches it) and forwards to the test workload's
+// hello Service.
 func HelmValues() []string {
 	return []string{
 		"--set", "proxyServer.entrypointAddress=" + EntrypointHostname,
 		"--set", "enableServiceProxy=true",
 		"--set", "userServer.enabled=true",
 		"--set", "userServer.additionalSANs={" + HubUplinkIP + "}",
+		"--set", exposedServicesValue(),
 	}
 }
 

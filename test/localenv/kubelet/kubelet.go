@@ -14,13 +14,19 @@
 // emptyDir volumes, runs the process as the pod's user, runs init
 // containers, restarts containers with back-off, runs startup, liveness and
 // readiness probes, keeps mounted Secrets and ConfigMaps up to date and
-// honours graceful deletion. Linux only; it must run as root.
+// honours graceful deletion. With Options.API it also serves the kubelet
+// API the kube-apiserver's pod subresources reach, with the kubelet's own
+// streaming code: exec (a binary of the container's image, in the pod's
+// namespaces, as its user), port-forward (localhost in the pod's network
+// namespace) and logs (follow, tailLines, limitBytes). Linux only; it must
+// run as root.
 //
 // Not supported (the pod reports why, or the field is ignored): hostNetwork
 // and volume types other than those above, sidecar init containers, gRPC
 // probes, lifecycle hooks, required pod (anti-)affinity, termination message
-// files, ephemeral containers; resource limits, capabilities and seccomp
-// profiles are not enforced.
+// files, ephemeral containers, attach, exec with a terminal, the previous,
+// since and timestamps log options; resource limits, capabilities and
+// seccomp profiles are not enforced.
 package kubelet
 
 import (
@@ -96,6 +102,9 @@ type Options struct {
 	// APIServerHost and APIServerPort are the pods' KUBERNETES_SERVICE_HOST
 	// and KUBERNETES_SERVICE_PORT.
 	APIServerHost, APIServerPort string
+	// API, when set, serves the kubelet API (exec, port-forward, logs) and
+	// the Node reports it; without it those pod subresources fail.
+	API *APIOptions
 }
 
 // Validate reports every invalid option.
@@ -139,6 +148,11 @@ func (o *Options) Validate() error {
 	}
 	if len(o.PodExec) == 0 || !filepath.IsAbs(o.PodExec[0]) {
 		add("PodExec must start with an absolute program path, got %q", o.PodExec)
+	}
+	if o.API != nil {
+		if err := o.API.Validate(); err != nil {
+			add("%w", err)
+		}
 	}
 	if o.APIServerHost == "" {
 		add("APIServerHost is required")
@@ -240,6 +254,9 @@ func (k *Kubelet) Run(ctx context.Context) error {
 
 	var loops sync.WaitGroup
 	loops.Go(func() { k.heartbeat(ctx) })
+	if k.opts.API != nil {
+		loops.Go(func() { k.serveAPI(ctx) })
+	}
 	for range syncWorkers {
 		loops.Go(func() {
 			for k.processNext(ctx) {

@@ -117,6 +117,7 @@ func (k *Kubelet) postNodeStatus(ctx context.Context) error {
 		{Type: corev1.NodeInternalIP, Address: k.opts.NodeIP},
 		{Type: corev1.NodeHostName, Address: k.opts.NodeName},
 	}
+	node.Status.DaemonEndpoints.KubeletEndpoint.Port = k.opts.API.port()
 	node.Status.NodeInfo = corev1.NodeSystemInfo{
 		KubeletVersion: kubeletVersion, OperatingSystem: runtime.GOOS, Architecture: runtime.GOARCH,
 		ContainerRuntimeVersion: "local://" + kubeletVersion, OSImage: "localenv",

@@ -2,7 +2,9 @@ package kubelet
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -49,6 +51,14 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "state dir", mutate: func(o *Options) { o.StateDir = "state" }, wantErr: "StateDir"},
 		{name: "pod exec", mutate: func(o *Options) { o.PodExec = nil }, wantErr: "PodExec"},
 		{name: "API server port", mutate: func(o *Options) { o.APIServerPort = "https" }, wantErr: "APIServerPort"},
+		{name: "kubelet API without TLS", mutate: func(o *Options) { o.API = &APIOptions{Listener: udsListener(t), ClientCommonName: "x"} },
+			wantErr: "API.TLS must hold the serving certificate"},
+		{name: "kubelet API on a socket", mutate: func(o *Options) { o.API = &APIOptions{Listener: udsListener(t), ClientCommonName: "x"} },
+			wantErr: "API.Listener must listen on TCP"},
+		{name: "kubelet API without client verification", mutate: func(o *Options) {
+			o.API = &APIOptions{TLS: &tls.Config{Certificates: []tls.Certificate{{}}}}
+		}, wantErr: "must require and verify client certificates"},
+		{name: "kubelet API client name", mutate: func(o *Options) { o.API = &APIOptions{} }, wantErr: "API.ClientCommonName is required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -451,4 +461,58 @@ func TestBridgeNetwork(t *testing.T) {
 
 	g.Expect(restarted.Cleanup(ctx)).To(Succeed())
 	g.Expect(netns.Exists(ns2)).To(BeFalse())
+}
+
+// udsListener is a listener on a Unix socket, closed at the end of t.
+func udsListener(t *testing.T) net.Listener {
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+func TestTailOffset(t *testing.T) {
+	tests := []struct {
+		content string
+		n       int64
+		want    string
+	}{
+		{"a\nb\nc\n", -1, "a\nb\nc\n"},
+		{"a\nb\nc\n", 0, ""},
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc\n", 3, "a\nb\nc\n"},
+		{"a\nb\nc\n", 10, "a\nb\nc\n"},
+		{"a\nb\npartial", 1, "partial"},
+		{"a\nb\npartial", 2, "b\npartial"},
+		{"", 3, ""},
+		{strings.Repeat("x", 10000) + "\nlast\n", 1, "last\n"}, // a line longer than the reader's buffer
+	}
+	for _, tt := range tests {
+		g := NewWithT(t)
+		path := filepath.Join(t.TempDir(), "log")
+		g.Expect(os.WriteFile(path, []byte(tt.content), 0o600)).To(Succeed())
+		f, err := os.Open(path)
+		g.Expect(err).NotTo(HaveOccurred())
+		off, err := tailOffset(f, tt.n)
+		_ = f.Close()
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(tt.content[off:]).To(Equal(tt.want), "last %d lines of %.20q", tt.n, tt.content)
+	}
+}
+
+func TestLimitedWriter(t *testing.T) {
+	g := NewWithT(t)
+	var b strings.Builder
+	w := &limitedWriter{w: &b, n: 5}
+	n, err := w.Write([]byte("abc"))
+	g.Expect(n, err).To(Equal(3))
+	n, err = w.Write([]byte("defg"))
+	g.Expect(n).To(Equal(2))
+	g.Expect(err).To(MatchError(io.EOF))
+	g.Expect(b.String()).To(Equal("abcde"))
+	n, err = w.Write([]byte("h"))
+	g.Expect(n).To(BeZero())
+	g.Expect(err).To(MatchError(io.EOF))
 }

@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"k8s.io/klog/v2"
 
 	"open-cluster-management.io/cluster-proxy/test/localenv"
+	"open-cluster-management.io/cluster-proxy/test/localenv/workload"
 )
 
 const usage = `usage: localenv <command> [flags]
@@ -27,6 +29,11 @@ commands:
 `
 
 func main() {
+	// Run as a program of the test workload's image (a link to this
+	// binary named for the program).
+	if name := filepath.Base(os.Args[0]); workload.IsProgram(name) {
+		os.Exit(workload.Main(name, os.Args[1:]))
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
