@@ -153,7 +153,7 @@ var _ = Describe("The user-server on the local environment", Ordered, Label("use
 		})
 		const denied = "service default/hello (http, port 8000) is not exposed by the user-server"
 
-		By("denying a Service the chart's empty list does not name")
+		By("denying a Service the chart's list does not name")
 		code, body := userServerGet(ctx, path, viewerToken)
 		Expect(code).To(Equal(http.StatusForbidden))
 		Expect(statusMessage(body)).To(ContainSubstring(denied))

@@ -137,9 +137,12 @@ var _ = Describe("The test workload through the user-server", Ordered, Label("us
 		for _, c := range localenv.ManagedClusters {
 			for proto, port := range map[string]int{"http": localenv.HelloHTTPPort, "https": localenv.HelloHTTPSPort} {
 				path := fmt.Sprintf("/api/v1/namespaces/%s/services/%s:%s:%d/proxy-service/greet", localenv.TestNamespace, proto, localenv.HelloService, port)
-				code, body := userServerGet(ctx, "/"+c+path, viewerToken)
-				Expect(code).To(Equal(http.StatusOK), "%s %s: %s", c, proto, body)
-				Expect(body).To(Equal(workload.Greeting(c, proto, http.MethodGet, "/greet")))
+				// Eventually: a spec before may just have restored the list.
+				Eventually(func(g Gomega) {
+					code, body := userServerGet(ctx, "/"+c+path, viewerToken)
+					g.Expect(code).To(Equal(http.StatusOK), "%s %s: %s", c, proto, body)
+					g.Expect(body).To(Equal(workload.Greeting(c, proto, http.MethodGet, "/greet")))
+				}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
 			}
 			By(c + ": a port the list does not name is refused, naming the service")
 			code, body := userServerGet(ctx, fmt.Sprintf("/%s/api/v1/namespaces/%s/services/https:%s:%d/proxy-service/", c, localenv.TestNamespace, localenv.HelloService, localenv.HelloHTTPPort), viewerToken)
