@@ -5,12 +5,29 @@
 // 64-byte round trips, dial plus first round trip (konnectivity's
 // single-use tunnel and our pooled Dialer), and the proxy-server and agent
 // memory with idle tunnelled connections. It prints each figure with its
-// ratio to direct TCP. Run it with `make bench` on an otherwise idle
-// machine; it is a measurement, not a test.
+// ratios to direct TCP and to the topology limit.
+//
+// Then (unless -gets=0) it starts a real kube-apiserver and etcd (the
+// control-plane build under bin/k8s), a fresh tunnel of ours, the
+// service-proxy and the user-server (`cluster-proxy service-proxy` and
+// `cluster-proxy user-server`, run as processes), and measures the p50 and
+// p99 latency of a small authenticated GET (/api/v1/namespaces/default,
+// with a service account's token) three ways: direct to the kube-apiserver;
+// through our user-server, the tunnel and the service-proxy; and through a
+// baseline user-server built the existing addon's way (kube.go,
+// perRequestTunnels: a new konnectivity single-use tunnel and a new
+// http.Transport for every request, otherwise our user-server's own
+// routing), all three with keep-alive HTTP/1.1 clients. It prints them with
+// their ratios and whether issue 13's goals are met: p50 through our
+// user-server at most 1.5× direct and at least 5× faster than the baseline.
+//
+// Run it with `make bench` on an otherwise idle machine; it is a
+// measurement, not a test.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -25,9 +42,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	proxyclient "open-cluster-management.io/cluster-proxy/pkg/client"
 	"open-cluster-management.io/cluster-proxy/test/framework"
@@ -38,8 +57,12 @@ func main() {
 	rounds := flag.Int("round-trips", 2000, "64-byte round trips per path")
 	dials := flag.Int("dials", 200, "dials (plus first round trip) per path")
 	idle := flag.Int("idle", 1000, "idle tunnelled connections for the memory figure")
+	gets := flag.Int("gets", 2000, "small kube GETs per user-server path, after a warm-up (0 skips the kube-apiserver and user-server rows)")
 	flag.Parse()
-	if err := run(*size, *rounds, *dials, *idle); err != nil {
+	// envtest logs through controller-runtime's logger; its failures come
+	// back as errors, so its logs are not needed.
+	logf.SetLogger(logr.Discard())
+	if err := run(*size, *rounds, *dials, *idle, *gets); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -54,14 +77,73 @@ type path struct {
 	server, agent   *framework.Process
 }
 
-func run(size int64, rounds, dials, idle int) error {
+func run(size int64, rounds, dials, idle, gets int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "cluster-proxy-bench-")
 	if err != nil {
 		return fmt.Errorf("failed to create a work directory: %w", err)
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
+	bins, removeBinaries, err := buildBinaries(gets > 0)
+	if err != nil {
+		return err
+	}
+	defer removeBinaries()
 
+	fmt.Printf("cluster-proxy benchmark, %s, loopback, %d CPUs\n\n", time.Now().UTC().Format(time.RFC3339), numCPU())
+	if err := measureTunnels(ctx, dir, bins, size, rounds, dials, idle); err != nil {
+		return err
+	}
+	if gets > 0 {
+		return measureKubeGETs(ctx, dir, bins, gets)
+	}
+	return nil
+}
+
+// binaries are the programs the bench runs, built from source in the run.
+type binaries struct {
+	// proxyServer and proxyAgent are ours, anpServer and anpAgent
+	// apiserver-network-proxy v0.36.0's stock server and agent.
+	proxyServer, proxyAgent, anpServer, anpAgent string
+	// clusterProxy is our `cluster-proxy` (user-server, service-proxy);
+	// empty when the kube GET rows are skipped.
+	clusterProxy string
+}
+
+// buildBinaries builds the binaries; remove deletes them.
+func buildBinaries(withClusterProxy bool) (b *binaries, remove func(), err error) {
+	b = &binaries{}
+	var dirs []string
+	remove = func() {
+		for _, dir := range dirs {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	build := func(bin *string, pkg, name string) {
+		if err != nil {
+			return
+		}
+		if *bin, err = framework.BuildBinary(pkg, name); err == nil {
+			dirs = append(dirs, filepath.Dir(*bin))
+		}
+	}
+	build(&b.proxyServer, "./cmd/proxy-server", "proxy-server")
+	build(&b.proxyAgent, "./cmd/proxy-agent", "proxy-agent")
+	build(&b.anpServer, "sigs.k8s.io/apiserver-network-proxy/cmd/server", "anp-server")
+	build(&b.anpAgent, "sigs.k8s.io/apiserver-network-proxy/cmd/agent", "anp-agent")
+	if withClusterProxy {
+		build(&b.clusterProxy, "./cmd/cluster-proxy", "cluster-proxy")
+	}
+	if err != nil {
+		remove()
+		return nil, nil, err
+	}
+	return b, remove, nil
+}
+
+// measureTunnels measures and prints the byte-level figures: direct TCP,
+// the topology limit, our tunnel and ANP's.
+func measureTunnels(ctx context.Context, dir string, bins *binaries, size int64, rounds, dials, idle int) error {
 	backend, err := startBackend()
 	if err != nil {
 		return err
@@ -79,11 +161,11 @@ func run(size int64, rounds, dials, idle int) error {
 	}
 	defer stopLimit()
 	paths := []*path{direct, limit}
-	for _, t := range []struct{ name, server, agent string }{
-		{"cluster-proxy tunnel", "./cmd/proxy-server", "./cmd/proxy-agent"},
-		{"ANP v0.36.0 tunnel", "sigs.k8s.io/apiserver-network-proxy/cmd/server", "sigs.k8s.io/apiserver-network-proxy/cmd/agent"},
+	for _, t := range []struct{ name, tag, server, agent string }{
+		{"cluster-proxy tunnel", "clusterproxy", bins.proxyServer, bins.proxyAgent},
+		{"ANP v0.36.0 tunnel", "ANP", bins.anpServer, bins.anpAgent},
 	} {
-		p, cleanup, err := startTunnel(ctx, dir, t.name, t.server, t.agent, target)
+		p, cleanup, err := startTunnelPath(ctx, dir, t.name, t.tag, t.server, t.agent, target)
 		if err != nil {
 			return err
 		}
@@ -91,7 +173,6 @@ func run(size int64, rounds, dials, idle int) error {
 		paths = append(paths, p)
 	}
 
-	fmt.Printf("cluster-proxy benchmark, %s, loopback, %d CPUs\n\n", time.Now().UTC().Format(time.RFC3339), numCPU())
 	table := &results{}
 	for _, p := range paths {
 		if err := measure(ctx, p, size, rounds, dials, idle, table); err != nil {
@@ -102,91 +183,125 @@ func run(size int64, rounds, dials, idle int) error {
 	return nil
 }
 
-// startTunnel builds and starts a proxy-server and a proxy-agent (which
-// registers host=127.0.0.1, the backend's address) and returns the path
-// through them.
-func startTunnel(ctx context.Context, dir, name, serverPkg, agentPkg, target string) (*path, func(), error) {
-	tag := strings.ReplaceAll(strings.Fields(name)[0], "-", "")
-	serverBin, err := framework.BuildBinary(serverPkg, tag+"-server")
-	if err != nil {
-		return nil, nil, err
-	}
-	agentBin, err := framework.BuildBinary(agentPkg, tag+"-agent")
-	if err != nil {
-		return nil, nil, err
-	}
+// tunnel is a running proxy-server and proxy-agent.
+type tunnel struct {
+	pki *framework.TunnelPKI
+	// address is the proxy-server's client (frontend) address; tlsConfig
+	// is a proxy-client's mTLS configuration for it.
+	address       string
+	tlsConfig     *tls.Config
+	server, agent *framework.Process
+}
+
+// tunnelSpec describes a tunnel to start.
+type tunnelSpec struct {
+	// tag names the tunnel's directory and its processes' logs.
+	tag string
+	// serverBin and agentBin are the proxy-server and proxy-agent binaries.
+	serverBin, agentBin string
+	// cluster is the cluster the agent's certificate names.
+	cluster string
+	// identifiers is the agent's --agent-identifiers.
+	identifiers string
+	// names, when set, is the only name resolution of the agent
+	// (framework.StartProcessWithPrivateNames).
+	names map[string]string
+}
+
+// startTunnel starts a proxy-server and a proxy-agent as spec says, with a
+// new PKI and their logs in dir/<tag>, and returns once the agent is
+// connected.
+func startTunnel(ctx context.Context, dir string, spec tunnelSpec) (*tunnel, error) {
+	tag := spec.tag
 	pkiDir := filepath.Join(dir, tag)
 	if err := os.MkdirAll(pkiDir, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("failed to create %s: %w", pkiDir, err)
+		return nil, fmt.Errorf("failed to create %s: %w", pkiDir, err)
 	}
 	pki, err := framework.NewTunnelPKI(pkiDir, "127.0.0.1")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	tlsConfig, err := proxyclient.NewTLSConfig(pki.CA.CertPEM, pki.ProxyClientCert, pki.ProxyClientKey, "127.0.0.1")
+	if err != nil {
+		return nil, err
 	}
 	ports, err := framework.FreeProxyServerPorts()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	server, err := framework.StartProcess(tag+"-server", serverBin, append(framework.ProxyServerArgs(pki, ports, "s0", 1), "--v=0"), nil, pkiDir)
+	server, err := framework.StartProcess(tag+"-server", spec.serverBin, append(framework.ProxyServerArgs(pki, ports, "s0", 1), "--v=0"), nil, pkiDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cert, key, err := pki.AgentCert("bench")
+	t := &tunnel{pki: pki, address: "127.0.0.1:" + strconv.Itoa(ports.Server), tlsConfig: tlsConfig, server: server}
+	cert, key, err := pki.AgentCert(spec.cluster)
 	if err != nil {
-		return nil, nil, err
+		t.stop()
+		return nil, err
 	}
 	health, err := framework.FreeTunnelPort()
 	if err != nil {
-		return nil, nil, err
+		t.stop()
+		return nil, err
 	}
 	admin, err := framework.FreeTunnelPort()
 	if err != nil {
-		return nil, nil, err
+		t.stop()
+		return nil, err
 	}
-	agent, err := framework.StartProcess(tag+"-agent", agentBin,
-		append(framework.ProxyAgentArgs(pki, "a0", ports.Agent, cert, key, "host=127.0.0.1", health, admin), "--v=0"), nil, pkiDir)
+	agentArgs := append(framework.ProxyAgentArgs(pki, "a0", ports.Agent, cert, key, spec.identifiers, health, admin), "--v=0")
+	if spec.names == nil {
+		t.agent, err = framework.StartProcess(tag+"-agent", spec.agentBin, agentArgs, nil, pkiDir)
+	} else {
+		t.agent, err = framework.StartProcessWithPrivateNames(tag+"-agent", spec.agentBin, agentArgs, nil, pkiDir, spec.names)
+	}
 	if err != nil {
-		_ = framework.StopTunnelProcess(server)
-		return nil, nil, err
-	}
-	cleanup := func() {
-		_ = framework.StopTunnelProcess(agent)
-		_ = framework.StopTunnelProcess(server)
-		_ = os.RemoveAll(filepath.Dir(serverBin))
-		_ = os.RemoveAll(filepath.Dir(agentBin))
+		t.stop()
+		return nil, err
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := framework.WaitHTTPOK(waitCtx, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports.Health), false, server); err != nil {
-		cleanup()
-		return nil, nil, fmt.Errorf("%s: the agent did not connect: %w", name, err)
+		t.stop()
+		return nil, fmt.Errorf("%s: the agent did not connect: %w\nagent log:\n%s", tag, err, t.agent.LogTail(20))
 	}
+	return t, nil
+}
 
-	tlsConfig, err := proxyclient.NewTLSConfig(pki.CA.CertPEM, pki.ProxyClientCert, pki.ProxyClientKey, "127.0.0.1")
-	if err != nil {
-		cleanup()
-		return nil, nil, err
+// stop stops the agent and the proxy-server.
+func (t *tunnel) stop() {
+	if t.agent != nil {
+		_ = framework.StopTunnelProcess(t.agent)
 	}
-	address := "127.0.0.1:" + strconv.Itoa(ports.Server)
-	pooled, err := proxyclient.NewDialer(address, tlsConfig)
+	_ = framework.StopTunnelProcess(t.server)
+}
+
+// startTunnelPath starts a tunnel whose agent registers host=127.0.0.1, the
+// backend's address, and returns the path through it.
+func startTunnelPath(ctx context.Context, dir, name, tag, serverBin, agentBin, target string) (*path, func(), error) {
+	t, err := startTunnel(ctx, dir, tunnelSpec{tag: tag, serverBin: serverBin, agentBin: agentBin, cluster: "bench", identifiers: "host=127.0.0.1"})
 	if err != nil {
-		cleanup()
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	pooled, err := proxyclient.NewDialer(t.address, t.tlsConfig)
+	if err != nil {
+		t.stop()
 		return nil, nil, err
 	}
 	p := &path{
 		name:   name,
-		server: server, agent: agent,
+		server: t.server, agent: t.agent,
 		dial: func(ctx context.Context) (net.Conn, error) { return pooled.DialContext(ctx, "tcp", target) },
 		singleUse: func(ctx context.Context) (net.Conn, error) {
-			tunnel, err := konnectivity.CreateSingleUseGrpcTunnel(ctx, address,
-				grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig.Clone())))
+			tunnel, err := konnectivity.CreateSingleUseGrpcTunnel(ctx, t.address,
+				grpc.WithTransportCredentials(credentials.NewTLS(t.tlsConfig.Clone())))
 			if err != nil {
 				return nil, err
 			}
 			return tunnel.DialContext(ctx, "tcp", target)
 		},
 	}
-	return p, func() { _ = pooled.Close(); cleanup() }, nil
+	return p, func() { _ = pooled.Close(); t.stop() }, nil
 }
 
 // The backend speaks a one-byte protocol: 'D'+size: send size bytes;
