@@ -3,6 +3,7 @@ package addonmanager
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -10,6 +11,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -20,6 +22,7 @@ import (
 	addonapiv1beta1 "open-cluster-management.io/api/addon/v1beta1"
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
 	clusterv1 "open-cluster-management.io/api/cluster/v1"
+	cpv1alpha1 "sigs.k8s.io/cluster-inventory-api/apis/v1alpha1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,6 +31,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
+	"open-cluster-management.io/cluster-proxy/internal/clusterprofile"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
@@ -39,6 +43,7 @@ func NewScheme() (*runtime.Scheme, error) {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		clientgoscheme.AddToScheme, proxyv1alpha1.AddToScheme, clusterv1.Install, addonapiv1beta1.Install,
+		cpv1alpha1.AddToScheme,
 	} {
 		if err := add(scheme); err != nil {
 			return nil, fmt.Errorf("failed to build the scheme: %w", err)
@@ -78,9 +83,11 @@ func Run(ctx context.Context, o *Options) error {
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=open-cluster-management-addon
 
 // NewManager assembles the addon-manager: a controller-runtime manager
-// running the ManagedProxyConfiguration reconciler and, while leader, the
-// addon-framework manager with the cluster-proxy agent addon. ctx bounds the
-// hub reads of the addon's values functions.
+// running the ManagedProxyConfiguration reconciler, while leader the
+// addon-framework manager with the cluster-proxy agent addon and, with the
+// ClusterProfile feature gate on, the ClusterProfile reconciler (once the
+// hub serves ClusterProfiles). ctx bounds the hub reads of the addon's
+// values functions.
 func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager, error) {
 	scheme, err := NewScheme()
 	if err != nil {
@@ -131,14 +138,43 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 	if err := addAgentAddon(ctx, mgr, cfg, o, ca); err != nil {
 		return nil, err
 	}
+	if o.FeatureGates.Enabled(FeatureClusterProfile) {
+		if err := addClusterProfiles(mgr, cfg); err != nil {
+			return nil, err
+		}
+	}
 	return mgr, nil
+}
+
+// clusterProfileCRDCheck is how often the addon-manager, with the
+// ClusterProfile gate on, looks again for the ClusterProfile CRD while the
+// hub does not serve it.
+const clusterProfileCRDCheck = 10 * time.Second
+
+// addClusterProfiles runs the ClusterProfile reconciler, while leader, once
+// the hub serves ClusterProfiles: until then the addon-manager does all
+// else and logs that it waits for the CRD.
+func addClusterProfiles(mgr ctrl.Manager, cfg *rest.Config) error {
+	d, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to create a discovery client: %w", err)
+	}
+	r := &clusterprofile.Reconciler{Client: mgr.GetClient()}
+	if err := r.StartWhenInstalled(mgr, d, clusterProfileCRDCheck); err != nil {
+		return fmt.Errorf("failed to set up the ClusterProfile reconciler: %w", err)
+	}
+	return nil
 }
 
 // CacheOptions keep the manager's informers to what it needs: the objects it
 // writes (all labelled proxyconfig.ManagedByLabel), ConfigMaps of its own
 // namespace podNamespace (the TLS profile) and this addon's certificate
 // requests. Anything else it reads (the CA Secret, the service-proxy
-// certificate) is read without the cache.
+// certificate) is read without the cache. ClusterProfiles get no entry on
+// purpose: an entry makes the cache resolve the type when the manager is
+// created, which fails while their CRD is not installed; the ClusterProfile
+// reconciler's informer (gate on only) holds them all and its predicates
+// keep to the ones it reconciles.
 func CacheOptions(podNamespace string) cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{proxyconfig.ManagedByLabel: proxyconfig.ManagedByValue})
 	owned := cache.ByObject{Label: managed}

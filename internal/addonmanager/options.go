@@ -23,16 +23,12 @@ import (
 // LeaderElectionID is the lease name used for leader election.
 const LeaderElectionID = "cluster-proxy-addon-manager"
 
-// FeatureClusterProfile will publish access to managed clusters in
-// ClusterProfile objects (multicluster.x-k8s.io). It is not implemented in
-// this version: Validate refuses it on.
+// FeatureClusterProfile publishes access to managed clusters through the
+// user-server in the status of the ClusterProfiles OCM manages
+// (multicluster.x-k8s.io/v1alpha1): the access provider
+// open-cluster-management of each (internal/clusterprofile). Off, nothing
+// reads or writes ClusterProfiles and their CRD need not exist.
 const FeatureClusterProfile featuregate.Feature = "ClusterProfile"
-
-// Refusals of knobs whose behaviour is not built yet. Each names its flag.
-var (
-	// ErrClusterProfileNotAvailable refuses --feature-gates=ClusterProfile=true.
-	ErrClusterProfileNotAvailable = errors.New("--feature-gates=ClusterProfile=true: the ClusterProfile feature is not implemented in this version of cluster-proxy; leave it false")
-)
 
 // Options are the addon-manager's settings. Create them with NewOptions,
 // bind flags with AddFlags, then call Complete and Validate.
@@ -141,9 +137,6 @@ func (o *Options) Validate() error {
 	)
 	if strings.TrimSpace(o.AgentImageName) == "" {
 		errs = append(errs, errors.New("--agent-image-name must not be empty"))
-	}
-	if o.FeatureGates.Enabled(FeatureClusterProfile) {
-		errs = append(errs, ErrClusterProfileNotAvailable)
 	}
 	switch corev1.PullPolicy(o.ImagePullPolicy) {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

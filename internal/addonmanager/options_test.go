@@ -69,13 +69,12 @@ func TestOptionsValidate(t *testing.T) {
 		{name: "empty agent image", change: func(o *Options) { o.AgentImageName = " " }, wantErr: []string{"--agent-image-name must not be empty"}},
 		{name: "bad pull policy", change: func(o *Options) { o.ImagePullPolicy = "Sometimes" }, wantErr: []string{`invalid --image-pull-policy "Sometimes": must be Always, IfNotPresent or Never`}},
 		{
-			name: "ClusterProfile is not implemented yet",
+			name: "ClusterProfile on",
 			change: func(o *Options) {
 				if err := o.FeatureGates.Set("ClusterProfile=true"); err != nil {
 					panic(err)
 				}
 			},
-			wantErr: []string{"--feature-gates=ClusterProfile=true: the ClusterProfile feature is not implemented"},
 		},
 		{
 			name:    "every problem is reported at once",

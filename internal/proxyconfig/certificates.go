@@ -14,10 +14,10 @@ import (
 
 // UserServerSecretName is the Secret holding the user-server's serving
 // certificate, issued when spec.userServer is set.
-const UserServerSecretName = "cluster-proxy-user-serving-cert"
+const UserServerSecretName = proxyv1alpha1.UserServerSecretName
 
 // UserServerServiceName is the Service of the hub user-server.
-const UserServerServiceName = "cluster-proxy-addon-user"
+const UserServerServiceName = proxyv1alpha1.UserServerServiceName
 
 // certificate is one certificate Secret the reconciler keeps current.
 type certificate struct {

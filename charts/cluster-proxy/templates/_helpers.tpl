@@ -166,10 +166,7 @@ cluster-proxy-addon-user
 
 {{/*
 cluster-proxy.validate fails the render on values the schema cannot express,
-each message naming the value and what to do. It also refuses the values of
-parts this version does not ship (the addon-manager has no ClusterProfile
-support): a value that is accepted must do what it says, so they fail the
-install rather than deploy nothing.
+each message naming the value and what to do.
 */}}
 {{- define "cluster-proxy.validate" -}}
 {{- if and .Values.userServer.enabled (not .Values.enableServiceProxy) -}}
@@ -181,8 +178,8 @@ install rather than deploy nothing.
 {{- if and (not .Values.userServer.enabled) .Values.exposedServices -}}
 {{- fail "exposedServices: only the user-server reads it; set userServer.enabled=true too, or leave it empty" -}}
 {{- end -}}
-{{- if .Values.featureGates.clusterProfile -}}
-{{- fail "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false" -}}
+{{- if and .Values.featureGates.clusterProfile (not .Values.userServer.enabled) -}}
+{{- fail "featureGates.clusterProfile: the access provider it publishes in ClusterProfiles is the user-server's URL; set userServer.enabled=true too, or leave it false" -}}
 {{- end -}}
 {{- if and .Values.installByPlacement.placementNamespace (not .Values.installByPlacement.placementName) -}}
 {{- fail "installByPlacement.placementNamespace is set without installByPlacement.placementName: name the Placement too, or unset the namespace" -}}

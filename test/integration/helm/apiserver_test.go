@@ -146,7 +146,7 @@ var _ = Describe("The default render on a hub kube-apiserver", Ordered, Label("h
 		hub.apply(ctx, objs)
 	})
 
-	It("lets the manager's ServiceAccount do everything the generated role lists, and no more", func(ctx SpecContext) {
+	It("lets the manager's ServiceAccount do everything the generated role lists but the ClusterProfile rules, and no more", func(ctx SpecContext) {
 		cluster, namespaced := generatedRBAC()
 		check := func(namespace string, gs []grant) {
 			for _, g := range gs {
@@ -160,10 +160,12 @@ var _ = Describe("The default render on a hub kube-apiserver", Ordered, Label("h
 				}
 			}
 		}
-		check("", grants(cluster))
+		// The default render leaves the ClusterProfile gate off, and with it
+		// the ClusterProfile rules.
+		check("", gatedGrants(cluster, false))
 		check(releaseNamespace, grants(namespaced))
 		By("an unrelated namespace gets only the cluster-wide rules")
-		check("cluster1", grants(cluster))
+		check("cluster1", gatedGrants(cluster, false))
 
 		for _, denied := range []struct{ namespace, verb, group, resource, name string }{
 			{"kube-system", "get", "", "configmaps", ""},
@@ -178,6 +180,8 @@ var _ = Describe("The default render on a hub kube-apiserver", Ordered, Label("h
 			{"", "sign", "certificates.k8s.io", "signers", certificatesv1.KubeAPIServerClientSignerName},
 			{"", "approve", "certificates.k8s.io", "signers", "kubernetes.io/kubelet-serving"},
 			{"", "create", "", "pods/exec", ""},
+			{"", "list", clusterProfileGroup, "clusterprofiles", ""},
+			{"", "patch", clusterProfileGroup, "clusterprofiles/status", ""},
 		} {
 			Expect(hub.can(ctx, denied.namespace, denied.verb, denied.group, denied.resource, denied.name)).To(BeFalse(),
 				"%s %s.%s %s in namespace %q must be denied", denied.verb, denied.resource, denied.group, denied.name, denied.namespace)

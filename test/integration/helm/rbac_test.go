@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -145,17 +147,49 @@ func managerRBAC(objs rendered) (cluster, namespaced []rbacv1.PolicyRule) {
 	return cluster, namespaced
 }
 
+// clusterProfileGroup is the API group of the generated rules the chart
+// grants only with featureGates.clusterProfile=true (the ClusterProfile
+// reconciler's, internal/clusterprofile).
+const clusterProfileGroup = "multicluster.x-k8s.io"
+
+// clusterProfileGateOn tells whether the values of profile switch the
+// ClusterProfile feature gate on.
+func clusterProfileGateOn(profile []string) bool {
+	return slices.ContainsFunc(profile, func(arg string) bool { return strings.Contains(arg, "featureGates.clusterProfile=true") })
+}
+
+// gatedGrants returns the grants of rules a render should hold: all of them
+// with the ClusterProfile gate on; without it, all but the ClusterProfile
+// ones.
+func gatedGrants(rules []rbacv1.PolicyRule, clusterProfile bool) []grant {
+	var out []grant
+	for _, g := range grants(rules) {
+		if clusterProfile || g.group != clusterProfileGroup {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 var _ = Describe("The addon-manager's RBAC", Label("helm", "static"), func() {
-	It("grants exactly the rules generated from the code's markers, whatever the values", func(ctx SpecContext) {
+	It("grants exactly the rules generated from the code's markers, the ClusterProfile ones only with the gate on, whatever the values", func(ctx SpecContext) {
 		wantCluster, wantNamespaced := generatedRBAC()
+		Expect(slices.ContainsFunc(grants(wantCluster), func(g grant) bool { return g.group == clusterProfileGroup })).To(BeTrue(),
+			"the generated role has the ClusterProfile rules")
+		gateOn := 0
 		for _, profile := range acceptedProfiles {
 			gotCluster, gotNamespaced := managerRBAC(mustRender(ctx, profile...))
-			missing, extra := diffGrants(grants(wantCluster), grants(gotCluster))
+			if clusterProfileGateOn(profile) {
+				gateOn++
+			}
+			missing, extra := diffGrants(gatedGrants(wantCluster, clusterProfileGateOn(profile)), grants(gotCluster))
 			Expect(missing).To(BeEmpty(), "templates/clusterrole.yaml lacks rules of config/rbac/role.yaml's ClusterRole (profile %v)", profile)
 			Expect(extra).To(BeEmpty(), "templates/clusterrole.yaml grants rules the markers do not ask for (profile %v)", profile)
 			missing, extra = diffGrants(grants(wantNamespaced), grants(gotNamespaced))
 			Expect(missing).To(BeEmpty(), "templates/role.yaml lacks rules of config/rbac/role.yaml's Role (profile %v)", profile)
 			Expect(extra).To(BeEmpty(), "templates/role.yaml grants rules the markers do not ask for (profile %v)", profile)
 		}
+		Expect(gateOn).To(BeNumerically(">", 0), "a profile switches the ClusterProfile gate on")
+		Expect(gateOn).To(BeNumerically("<", len(acceptedProfiles)), "a profile leaves the ClusterProfile gate off")
 	})
 })

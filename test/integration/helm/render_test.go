@@ -79,13 +79,12 @@ func exposedServicesKey(name string) string {
 }
 
 // The chart's refusals (templates/_helpers.tpl cluster-proxy.validate),
-// exactly: values that need another value, and the part this version does
-// not ship.
+// exactly: values that need another value.
 const (
 	userServerNeedsServiceProxy   = "userServer.enabled needs enableServiceProxy=true: the user-server reaches every managed cluster through its service-proxy"
 	sansNeedUserServer            = "userServer.additionalSANs: only the user-server's serving certificate uses it; set userServer.enabled=true too, or leave it empty"
 	exposedServicesNeedUserServer = "exposedServices: only the user-server reads it; set userServer.enabled=true too, or leave it empty"
-	clusterProfileNotBuilt        = "featureGates.clusterProfile: the ClusterProfile feature is not available in this version of cluster-proxy (the addon-manager refuses the gate); leave it false"
+	clusterProfileNeedsUserServer = "featureGates.clusterProfile: the access provider it publishes in ClusterProfiles is the user-server's URL; set userServer.enabled=true too, or leave it false"
 )
 
 // podNamespaceEnv is the POD_NAMESPACE variable of every hub container.
@@ -126,7 +125,7 @@ var acceptedProfiles = [][]string{
 		"--set-json", `resources={"requests":{"cpu":"100m"},"limits":{"memory":"1Gi"}}`,
 	},
 	append([]string{
-		"--set", "networkPolicies.enabled=true,exposedServicesConfigMapName=allowed-services",
+		"--set", "networkPolicies.enabled=true,exposedServicesConfigMapName=allowed-services,featureGates.clusterProfile=true",
 	}, userServerValues()...),
 }
 
@@ -297,7 +296,8 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 				Expect(configMaps).To(BeEmpty(), "profile %v: no exposed-services ConfigMap", profile)
 				Expect(objs.mpc().Spec.UserServer).To(BeNil(), "profile %v", profile)
 			}
-			Expect(objs.managerArgs()).To(ContainElements(fmt.Sprintf("--enable-service-proxy=%t", serviceProxy), "--feature-gates=ClusterProfile=false"), "profile %v", profile)
+			Expect(objs.managerArgs()).To(ContainElements(fmt.Sprintf("--enable-service-proxy=%t", serviceProxy),
+				fmt.Sprintf("--feature-gates=ClusterProfile=%t", clusterProfileGateOn(profile))), "profile %v", profile)
 			impersonation := !slices.ContainsFunc(profile, func(arg string) bool { return strings.Contains(arg, "enableImpersonation=false") })
 			Expect(objs.managerArgs()).To(ContainElement(fmt.Sprintf("--enable-impersonation=%t", impersonation)), "profile %v", profile)
 		}
@@ -1016,14 +1016,10 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			"--set", "userServer.enabled=true,enableServiceProxy=true,exposedServicesConfigMapName=Allowed_Services"),
 		Entry("a user-server SAN with a path", "at '/userServer/additionalSANs/0'",
 			"--set", "userServer.enabled=true,enableServiceProxy=true", "--set-json", `userServer.additionalSANs=["user.example.com/x"]`),
-		// The part this version does not ship: refused, naming the value,
-		// rather than installed doing nothing.
-		Entry("the ClusterProfile feature gate", clusterProfileNotBuilt,
+		Entry("the ClusterProfile feature gate without the user-server", clusterProfileNeedsUserServer,
 			"--set", "featureGates.clusterProfile=true"),
-		Entry("the ClusterProfile feature gate with the service-proxy", clusterProfileNotBuilt,
+		Entry("the ClusterProfile feature gate with the service-proxy but not the user-server", clusterProfileNeedsUserServer,
 			"--set", "enableServiceProxy=true,featureGates.clusterProfile=true"),
-		Entry("the ClusterProfile feature gate with the user-server", clusterProfileNotBuilt,
-			"--set", "enableServiceProxy=true,userServer.enabled=true,featureGates.clusterProfile=true"),
 		Entry("a placement namespace without a placement", "installByPlacement.placementNamespace is set without installByPlacement.placementName",
 			"--set", "installByPlacement.placementNamespace=placements"),
 	)

@@ -50,6 +50,21 @@ const (
 	CASecretKey = "ca.crt"
 )
 
+// The hub user-server: clients reach a managed cluster at
+// https://<UserServerServiceName>.<proxy-server namespace>:<UserServerPort>/<cluster>.
+const (
+	// UserServerServiceName is the Service of the hub user-server, in the
+	// proxy-server namespace.
+	UserServerServiceName = "cluster-proxy-addon-user"
+	// UserServerPort is the HTTPS port of that Service.
+	UserServerPort int32 = 9092
+	// UserServerSecretName is the kubernetes.io/tls Secret, in the
+	// proxy-server namespace, holding the user-server's serving certificate
+	// (tls.crt, tls.key) and the cluster-proxy CA that signed it (ca.crt);
+	// the addon-manager issues it when spec.userServer is set.
+	UserServerSecretName = "cluster-proxy-user-serving-cert"
+)
+
 // ServiceProxyCertSecretName is the hub Secret, in the signer namespace,
 // holding the service-proxy serving certificate that the `cluster-proxy
 // controllers` command keeps fresh and the addon-manager copies to every
