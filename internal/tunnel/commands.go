@@ -1,46 +1,177 @@
-// Package tunnel wires the konnectivity (apiserver-network-proxy) proxy-server
-// and proxy-agent that carry cluster-proxy's reverse tunnels. Their options
-// accept the flags of ANP's own binaries, with the same names, defaults and
-// meaning, so manifests written for either run unchanged.
+// Package tunnel wires the konnectivity proxy-server (ours, package server)
+// and proxy-agent (apiserver-network-proxy's) that carry cluster-proxy's
+// reverse tunnels. Their options accept the flags of ANP's own binaries,
+// with the same names, defaults and meaning, so manifests written for
+// either run unchanged; a flag our server does not implement is refused.
 package tunnel
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	agentapp "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app"
 	agentoptions "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app/options"
-	serverapp "sigs.k8s.io/apiserver-network-proxy/cmd/server/app"
 	serveroptions "sigs.k8s.io/apiserver-network-proxy/cmd/server/app/options"
+
+	"open-cluster-management.io/cluster-proxy/internal/identity"
+	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/server"
 )
 
-// ServerOptions are the proxy-server's options: ANP's proxy-server flags.
+// ServerOptions are the proxy-server's options: ANP's proxy-server flags,
+// with their names, defaults and validation, served by our own server
+// (package server). Flags our server does not implement are refused by
+// Validate, naming the flag.
 type ServerOptions struct {
-	anp *serveroptions.ProxyRunOptions
+	anp   *serveroptions.ProxyRunOptions
+	flags *pflag.FlagSet
 }
 
 // NewServerOptions returns ANP's proxy-server defaults.
 func NewServerOptions() *ServerOptions {
-	return &ServerOptions{anp: serveroptions.NewProxyRunOptions()}
+	o := &ServerOptions{anp: serveroptions.NewProxyRunOptions()}
+	o.flags = o.anp.Flags()
+	return o
 }
 
 // AddFlags binds ANP's proxy-server flags.
-func (o *ServerOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.anp.Flags()) }
+func (o *ServerOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.flags) }
 
 // Complete has nothing to fill in.
 func (o *ServerOptions) Complete() error { return nil }
 
-// Validate applies ANP's proxy-server validation.
-func (o *ServerOptions) Validate() error { return o.anp.Validate() }
+// Validate applies ANP's proxy-server validation, then refuses what our
+// server does not do.
+func (o *ServerOptions) Validate() error {
+	a := o.anp
+	errs := []error{a.Validate()}
+	if a.Mode != "grpc" {
+		errs = append(errs, fmt.Errorf("--mode=%s is not supported: cluster-proxy's proxy-server speaks grpc only", a.Mode))
+	}
+	for _, name := range []string{"agent-namespace", "agent-service-account", "authentication-audience", "kubeconfig", "kubeconfig-qps", "kubeconfig-burst", "kube-api-content-type"} {
+		if o.changed(name) {
+			errs = append(errs, fmt.Errorf("--%s is not supported: cluster-proxy's proxy-server authenticates agents by their client certificates (--cluster-ca-cert), not by service-account tokens", name))
+		}
+	}
+	for _, name := range []string{"enable-lease-controller", "lease-namespace", "lease-label"} {
+		if o.changed(name) {
+			errs = append(errs, fmt.Errorf("--%s is not supported: agents learn the server count from --server-count", name))
+		}
+	}
+	if o.changed("xfr-channel-size") {
+		errs = append(errs, errors.New("--xfr-channel-size is not supported: cluster-proxy's proxy-server has no transfer channels to size"))
+	}
+	if a.ClusterCaCert == "" {
+		errs = append(errs, errors.New("--cluster-ca-cert is required: cluster-proxy's proxy-server identifies every agent by its client certificate"))
+	}
+	if a.UdsName == "" && (a.ServerCert == "" || a.ServerKey == "") {
+		errs = append(errs, errors.New("--server-cert and --server-key are required unless the frontend listens on --uds-name"))
+	}
+	if _, err := server.ParseStrategies(a.ProxyStrategies); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := o.tlsProfile(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
 
-// Log leaves the effective options to ANP, whose server prints every one of
-// them when it starts.
-func (o *ServerOptions) Log(logr.Logger) {}
+func (o *ServerOptions) changed(name string) bool {
+	f := o.flags.Lookup(name)
+	return f != nil && f.Changed
+}
+
+// tlsProfile is --tls-min-version and --cipher-suites.
+func (o *ServerOptions) tlsProfile() (tlsprofile.Profile, error) {
+	p, err := tlsprofile.Parse(map[string]string{
+		tlsprofile.KeyMinVersion:   o.anp.TLSMinVersion,
+		tlsprofile.KeyCipherSuites: strings.Join(o.anp.CipherSuites, ","),
+	})
+	if err != nil {
+		return p, fmt.Errorf("--tls-min-version or --cipher-suites: %w", err)
+	}
+	return p, nil
+}
+
+// Log prints the effective options.
+func (o *ServerOptions) Log(logger logr.Logger) {
+	a := o.anp
+	logger.Info("proxy-server options", "serverID", a.ServerID, "serverCount", a.ServerCount, "proxyStrategies", a.ProxyStrategies,
+		"server", net.JoinHostPort(a.ServerBindAddress, strconv.Itoa(a.ServerPort)), "udsName", a.UdsName,
+		"agent", net.JoinHostPort(a.AgentBindAddress, strconv.Itoa(a.AgentPort)),
+		"health", net.JoinHostPort(a.HealthBindAddress, strconv.Itoa(a.HealthPort)),
+		"admin", net.JoinHostPort(a.AdminBindAddress, strconv.Itoa(a.AdminPort)),
+		"backendDialTimeout", a.BackendDialTimeout, "gracefulShutdownTimeout", a.GracefulShutdownTimeout)
+}
 
 // RunServer runs the proxy-server until ctx is done.
 func RunServer(ctx context.Context, o *ServerOptions) error {
-	return (&serverapp.Proxy{}).Run(o.anp, ctx.Done())
+	return server.Run(ctx, server.RunConfig{
+		Options: server.Options{
+			ServerID: o.anp.ServerID, ServerCount: o.anp.ServerCount, DialTimeout: o.anp.BackendDialTimeout,
+			Authorize: AuthorizeAgent,
+		},
+		ProxyStrategies: o.anp.ProxyStrategies,
+		TLSProfile:      mustProfile(o),
+		FrontendAddress: net.JoinHostPort(o.anp.ServerBindAddress, strconv.Itoa(o.anp.ServerPort)),
+		UDSName:         o.anp.UdsName, DeleteUDSFile: o.anp.DeleteUDSFile,
+		ServerCert: o.anp.ServerCert, ServerKey: o.anp.ServerKey, ServerCA: o.anp.ServerCaCert,
+		AgentAddress: net.JoinHostPort(o.anp.AgentBindAddress, strconv.Itoa(o.anp.AgentPort)),
+		ClusterCert:  o.anp.ClusterCert, ClusterKey: o.anp.ClusterKey, ClusterCA: o.anp.ClusterCaCert,
+		HealthAddress: net.JoinHostPort(o.anp.HealthBindAddress, strconv.Itoa(o.anp.HealthPort)),
+		AdminAddress:  net.JoinHostPort(o.anp.AdminBindAddress, strconv.Itoa(o.anp.AdminPort)),
+		KeepaliveTime: o.anp.KeepaliveTime, FrontendKeepaliveTime: o.anp.FrontendKeepaliveTime,
+		EnableProfiling: o.anp.EnableProfiling, EnableContentionProfiling: o.anp.EnableContentionProfiling,
+		GracefulShutdownTimeout: o.anp.GracefulShutdownTimeout,
+		FrontendPeerCheck:       RefuseAgentCertificate,
+		AgentPeerCheck:          RequireAgentCertificate,
+	})
+}
+
+// mustProfile is the TLS profile Validate accepted.
+func mustProfile(o *ServerOptions) tlsprofile.Profile {
+	p, _ := o.tlsProfile()
+	return p
+}
+
+// AuthorizeAgent admits an agent whose client certificate names a cluster
+// (identity.ClusterFromCertificate) only when every identifier it
+// registers belongs to that cluster.
+func AuthorizeAgent(cert *x509.Certificate, _, identifiers string) error {
+	if cert == nil {
+		return errors.New("the agent presented no client certificate")
+	}
+	cluster, err := identity.ClusterFromCertificate(cert)
+	if err != nil {
+		return err
+	}
+	return identity.CheckIdentifiers(cluster, identifiers)
+}
+
+// RequireAgentCertificate refuses, on the agent port, a client certificate
+// that names no cluster (a proxy-client certificate cannot register as an
+// agent).
+func RequireAgentCertificate(cert *x509.Certificate) error {
+	if _, err := identity.ClusterFromCertificate(cert); err != nil {
+		return fmt.Errorf("certificate %q is not a proxy-agent certificate and cannot register as an agent: %w", cert.Subject.CommonName, err)
+	}
+	return nil
+}
+
+// RefuseAgentCertificate refuses, on the frontend port, a proxy-agent
+// certificate: an agent may not dial into other clusters.
+func RefuseAgentCertificate(cert *x509.Certificate) error {
+	if cluster, err := identity.ClusterFromCertificate(cert); err == nil {
+		return fmt.Errorf("the proxy-agent certificate of cluster %s cannot be used on the frontend port", cluster)
+	}
+	return nil
 }
 
 // AgentOptions are the proxy-agent's options: ANP's proxy-agent flags.

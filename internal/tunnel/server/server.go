@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -139,7 +140,8 @@ type Server struct {
 	conns    map[connKey]*frontend
 
 	// stats for tests and metrics.
-	agents atomic.Int64
+	agents   atomic.Int64
+	refusals prometheus.Counter
 }
 
 // backend is one agent stream.
@@ -201,7 +203,46 @@ func New(o Options) (*Server, error) {
 		byHost:   map[string][]*backend{},
 		pending:  map[int64]*pendingDial{},
 		conns:    map[connKey]*frontend{},
+		refusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cluster_proxy_proxy_server_agent_refusals_total",
+			Help: "Agent streams refused because their certificate does not allow the identifiers they register.",
+		}),
 	}, nil
+}
+
+// Collectors are the server's metrics. Two keep apiserver-network-proxy's
+// names, so dashboards built on its proxy-server keep working:
+// konnectivity_network_proxy_server_ready_backend_connections (one per
+// host identifier an agent registered, plus one per agent when a default
+// strategy is in use) and
+// konnectivity_network_proxy_server_pending_backend_dials.
+func (s *Server) Collectors() []prometheus.Collector {
+	defaultStrategy := false
+	for _, st := range s.opts.Strategies {
+		defaultStrategy = defaultStrategy || st != StrategyDestHost
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "konnectivity_network_proxy", Subsystem: "server", Name: "ready_backend_connections",
+			Help: "Routes to connected agents: one per host identifier an agent registered, plus one per agent under a default strategy.",
+		}, func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			n := 0
+			for _, list := range s.byHost {
+				n += len(list)
+			}
+			if defaultStrategy {
+				n += len(s.backends)
+			}
+			return float64(n)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "konnectivity_network_proxy", Subsystem: "server", Name: "pending_backend_dials",
+			Help: "Dials sent to an agent and not yet answered.",
+		}, func() float64 { return float64(s.Stats().PendingDials) }),
+		s.refusals,
+	}
 }
 
 // Agents returns how many agent streams are connected.
@@ -233,6 +274,7 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 	if s.opts.Authorize != nil {
 		if err := s.opts.Authorize(peerCertificate(ctx), agentID, rawIDs); err != nil {
 			logger.Info("Refused an agent", "identifiers", rawIDs, "reason", err.Error())
+			s.refusals.Inc()
 			if s.opts.Refused != nil {
 				s.opts.Refused(agentID, err)
 			}
@@ -565,7 +607,10 @@ func (s *Server) removeBackend(ctx context.Context, b *backend) {
 	for key, f := range s.conns {
 		if key.backend == b {
 			s.dropConnLocked(key)
-			notices = append(notices, notice{f, closeResponse(key.connID, fmt.Sprintf("agent %s disconnected", b.id))})
+			// No error text, as apiserver-network-proxy's server: the
+			// konnectivity client returns it from Close, which would fail
+			// a caller that only closes what the remote already closed.
+			notices = append(notices, notice{f, closeResponse(key.connID, "")})
 		}
 	}
 	s.agents.Add(-1)
