@@ -276,10 +276,23 @@ func (t *tunnel) stop() {
 	_ = framework.StopTunnelProcess(t.server)
 }
 
-// startTunnelPath starts a tunnel whose agent registers host=127.0.0.1, the
-// backend's address, and returns the path through it.
+// benchCluster is the cluster of the throughput tunnels' agents: they
+// register host=bench (our proxy-server admits an agent only for its own
+// cluster's names), resolve it to the backend's loopback address, and the
+// paths dial bench:<backend port>.
+const benchCluster = "bench"
+
+// startTunnelPath starts a tunnel whose agent registers host=bench, which
+// it resolves to the backend's address, and returns the path through it to
+// target's port.
 func startTunnelPath(ctx context.Context, dir, name, tag, serverBin, agentBin, target string) (*path, func(), error) {
-	t, err := startTunnel(ctx, dir, tunnelSpec{tag: tag, serverBin: serverBin, agentBin: agentBin, cluster: "bench", identifiers: "host=127.0.0.1"})
+	backendHost, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return nil, nil, err
+	}
+	target = net.JoinHostPort(benchCluster, port)
+	t, err := startTunnel(ctx, dir, tunnelSpec{tag: tag, serverBin: serverBin, agentBin: agentBin, cluster: benchCluster,
+		identifiers: "host=" + benchCluster, names: map[string]string{benchCluster: backendHost}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
