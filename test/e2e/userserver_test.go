@@ -54,6 +54,17 @@ func userServerGet(ctx context.Context, path, token string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// newViewerToken returns an hour's token of the hub service account the
+// local environment's user-server kubeconfigs act as.
+func newViewerToken(ctx context.Context) string {
+	GinkgoHelper()
+	tr, err := hubKube.CoreV1().ServiceAccounts(localenv.ViewerNamespace).CreateToken(ctx, localenv.ViewerName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	return tr.Status.Token
+}
+
 // statusMessage decodes the message of a Kubernetes Status body.
 func statusMessage(body string) string {
 	var status metav1.Status
@@ -67,11 +78,7 @@ var _ = Describe("The user-server on the local environment", Ordered, Label("use
 	var viewerToken string
 
 	BeforeAll(func(ctx SpecContext) {
-		tr, err := hubKube.CoreV1().ServiceAccounts(localenv.ViewerNamespace).CreateToken(ctx, localenv.ViewerName, &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
-		}, metav1.CreateOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		viewerToken = tr.Status.Token
+		viewerToken = newViewerToken(ctx)
 		By("waiting for the user-server to be ready")
 		Eventually(func(g Gomega) {
 			d, err := hubKube.AppsV1().Deployments(proxyServerNamespace(ctx)).Get(ctx, localenv.UserServerServiceName, metav1.GetOptions{})

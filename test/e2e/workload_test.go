@@ -14,13 +14,11 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
 
 	"open-cluster-management.io/cluster-proxy/test/localenv"
 	"open-cluster-management.io/cluster-proxy/test/localenv/workload"
@@ -60,13 +58,7 @@ func startKubectl(ctx context.Context, cluster string, args ...string) <-chan st
 var _ = Describe("The test workload through the user-server", Ordered, Label("user-server"), func() {
 	var viewerToken string
 
-	BeforeAll(func(ctx SpecContext) {
-		tr, err := hubKube.CoreV1().ServiceAccounts(localenv.ViewerNamespace).CreateToken(ctx, localenv.ViewerName, &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
-		}, metav1.CreateOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		viewerToken = tr.Status.Token
-	})
+	BeforeAll(func(ctx SpecContext) { viewerToken = newViewerToken(ctx) })
 
 	It("runs kubectl logs, exec, get --watch and port-forward on every managed cluster", func(ctx SpecContext) {
 		for _, c := range localenv.ManagedClusters {

@@ -264,3 +264,24 @@ func (s *APIServer) ServiceAccountIssuer() string {
 func (s *APIServer) CAPEM() []byte {
 	return s.Config.CAData
 }
+
+// StartOCMHub starts a kube-apiserver with the chart's CRDs and OCM's hub
+// CRDs (rendered into dir) and writes its administrator kubeconfig to
+// dir/kubeconfig, whose path it returns: the hub the addon-manager
+// binary's suites run it against.
+func StartOCMHub(dir string) (*APIServer, string, error) {
+	ocmCRDs, err := OCMHubCRDs(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	apiServer, err := StartAPIServer(ocmCRDs)
+	if err != nil {
+		return nil, "", err
+	}
+	kubeConfigPath := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeConfigPath, apiServer.KubeConfig, 0o600); err != nil {
+		_ = apiServer.Stop()
+		return nil, "", fmt.Errorf("failed to write the hub kubeconfig: %w", err)
+	}
+	return apiServer, kubeConfigPath, nil
+}

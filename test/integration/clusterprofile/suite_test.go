@@ -83,13 +83,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	DeferCleanup(os.RemoveAll, dir)
 
 	By("starting kube-apiserver with the OCM hub CRDs, without the ClusterProfile CRD (a spec installs it)")
-	ocmCRDs, err := framework.OCMHubCRDs(dir)
-	Expect(err).NotTo(HaveOccurred())
-	apiServer, err = framework.StartAPIServer(ocmCRDs)
+	apiServer, kubeConfigPath, err = framework.StartOCMHub(dir)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(apiServer.Stop)
-	kubeConfigPath = filepath.Join(dir, "kubeconfig")
-	Expect(os.WriteFile(kubeConfigPath, apiServer.KubeConfig, 0o600)).To(Succeed())
 
 	scheme, err = addonmanager.NewScheme()
 	Expect(err).NotTo(HaveOccurred())
