@@ -328,10 +328,18 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 		s.dropPendingLocked(rsp.Random, pd)
 		f := pd.frontend
 		if rsp.Error == "" {
-			if _, taken := f.conns[rsp.ConnectID]; taken || rsp.ConnectID == 0 {
+			// The ID must be free both on the frontend's stream (its client
+			// names connections by ID alone) and at the agent: an agent
+			// answering with the ID of a connection it holds for another
+			// frontend would otherwise take that connection's place in
+			// s.conns, so its data would reach this frontend while the
+			// other frontend still wrote into it.
+			_, takenHere := f.conns[rsp.ConnectID]
+			_, takenAtAgent := s.conns[connKey{b, rsp.ConnectID}]
+			if takenHere || takenAtAgent || rsp.ConnectID == 0 {
 				s.mu.Unlock()
 				_ = b.send(closeRequest(rsp.ConnectID))
-				_ = f.send(dialResponse(rsp.Random, 0, fmt.Sprintf("agent %s answered with connection ID %d, which this stream already uses", b.id, rsp.ConnectID)))
+				_ = f.send(dialResponse(rsp.Random, 0, fmt.Sprintf("agent %s answered with connection ID %d, which is already in use", b.id, rsp.ConnectID)))
 				return
 			}
 			f.conns[rsp.ConnectID] = b
