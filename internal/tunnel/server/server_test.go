@@ -15,6 +15,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
@@ -143,11 +144,41 @@ func identityAuthorizer(cert *x509.Certificate, _, identifiers string) error {
 	return identity.CheckIdentifiers(cluster, identifiers)
 }
 
+// verifyNoLeaks fails t when a goroutine started during t still runs once
+// t and every cleanup it registered are done (call it first: cleanups run
+// last-in first-out, so its check runs after the gRPC servers, agents and
+// echo servers were stopped). Only goroutines already running when t began
+// are ignored. The stock agent library stops within its sync interval cap
+// (a second here), so the check waits up to leakBound for stragglers.
+func verifyNoLeaks(t *testing.T) {
+	t.Helper()
+	running := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(leakBound)
+		for {
+			err := goleak.Find(running)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("goroutines left behind: %v", err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// leakBound bounds how long the goroutines of a test take to end after its
+// cleanups.
+const leakBound = 10 * time.Second
+
 func eventuallyAgents(g Gomega, ts *testServer, n int) {
 	g.Eventually(ts.Agents).WithTimeout(10 * time.Second).WithPolling(20 * time.Millisecond).Should(Equal(n))
 }
 
 func TestEchoThroughStockAgentAndClient(t *testing.T) {
+	verifyNoLeaks(t)
 	g := NewWithT(t)
 	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
 	echo := echoServer(t)
@@ -188,6 +219,7 @@ func TestEchoThroughStockAgentAndClient(t *testing.T) {
 }
 
 func TestNoAgentFailsAtOnce(t *testing.T) {
+	verifyNoLeaks(t)
 	g := NewWithT(t)
 	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
 	ts.startAgent(t, "agent-1", "cluster1", "ipv4=127.0.0.1")
@@ -199,6 +231,7 @@ func TestNoAgentFailsAtOnce(t *testing.T) {
 }
 
 func TestAgentBoundToItsCluster(t *testing.T) {
+	verifyNoLeaks(t)
 	g := NewWithT(t)
 	var refused []string
 	var mu sync.Mutex
@@ -232,6 +265,7 @@ func TestAgentBoundToItsCluster(t *testing.T) {
 }
 
 func TestAgentGoneClosesItsConnections(t *testing.T) {
+	verifyNoLeaks(t)
 	g := NewWithT(t)
 	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
 	echo := echoServer(t)
