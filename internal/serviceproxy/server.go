@@ -26,6 +26,13 @@ import (
 // cluster-proxy CA may send them.
 const callerRefusal = "the service-proxy serves only callers that present a client certificate issued by the cluster-proxy CA (the user-server's or a proxy-client certificate)"
 
+// targetHeaders are the Cluster-Proxy-* headers, which never reach the
+// target.
+var targetHeaders = []string{proxyv1alpha1.HeaderProto, proxyv1alpha1.HeaderNamespace, proxyv1alpha1.HeaderService, proxyv1alpha1.HeaderPort}
+
+// bodyBuffers are the body-copy buffers of every Server's forwarding.
+var bodyBuffers = &httpserve.BufferPool{}
+
 // Server forwards requests to their target: the kube-apiserver (after
 // authenticating the bearer token when Authn is set) or a Service.
 type Server struct {
@@ -56,33 +63,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpserve.WriteStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 		return
 	}
-	out := r.Clone(r.Context())
-	for _, h := range []string{proxyv1alpha1.HeaderProto, proxyv1alpha1.HeaderNamespace, proxyv1alpha1.HeaderService, proxyv1alpha1.HeaderPort} {
-		out.Header.Del(h)
-	}
 	transport := s.Services
 	targetURL := target.URL
+	var impersonate *authn.Result
 	if target.KubeAPIServer {
 		targetURL, transport = s.KubeAPIServer, s.Anonymous
 		if s.Authn != nil {
-			impersonated, status, msg := s.authenticate(r.Context(), out)
+			res, status, msg := s.authenticate(r.Context(), r.Header)
 			if status != 0 {
 				log.V(2).Info("refused a request for the kube-apiserver", "reason", msg)
 				httpserve.WriteStatus(w, status, metav1.StatusReasonUnauthorized, msg)
 				return
 			}
-			if impersonated {
-				transport = s.Own
+			if res.Provider.Impersonate {
+				impersonate, transport = res, s.Own
 			}
 		}
 	}
 	proxy := &httputil.ReverseProxy{
+		// pr.Out is ReverseProxy's own copy of the request: the header
+		// changes go there, r stays as it came.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = targetURL.Scheme
 			pr.Out.URL.Host = targetURL.Host
 			pr.Out.Host = targetURL.Host
+			for _, h := range targetHeaders {
+				pr.Out.Header.Del(h)
+			}
+			if impersonate != nil {
+				setImpersonation(pr.Out.Header, impersonate)
+			}
 		},
-		Transport: transport,
+		Transport:  transport,
+		BufferPool: bodyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			log.V(2).Info("failed to reach the target", "target", targetURL.Host, "err", err.Error())
 			// A Service name that does not resolve is a Service the cluster
@@ -97,46 +110,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				fmt.Sprintf("the service-proxy failed to reach %s: %v", targetURL.Host, err))
 		},
 	}
-	proxy.ServeHTTP(w, out)
+	proxy.ServeHTTP(w, r)
 }
 
-// authenticate authenticates the bearer token of r. A token of the managed
-// cluster goes through unchanged (with any Impersonate-* headers, which the
-// kube-apiserver authorises for that user). A token the hub vouches for is
-// replaced by the service-proxy's own credentials impersonating the hub
-// user (name and groups), with every client Impersonate-* header removed
-// first. It returns
-// whether the request is impersonated, or the status and message of a
-// refusal; the message never contains the token.
-func (s *Server) authenticate(ctx context.Context, r *http.Request) (impersonated bool, status int, msg string) {
-	token, ok := bearerToken(r.Header)
+// authenticate authenticates the bearer token in h. It returns who the
+// token belongs to, or the status and message of a refusal; the message
+// never contains the token. A token of the managed cluster goes through
+// unchanged (with any Impersonate-* headers, which the kube-apiserver
+// authorises for that user); a token of a provider that impersonates (the
+// hub, OIDC) is replaced by setImpersonation.
+func (s *Server) authenticate(ctx context.Context, h http.Header) (res *authn.Result, status int, msg string) {
+	token, ok := bearerToken(h)
 	if !ok {
-		return false, http.StatusUnauthorized, "the request carries no bearer token (Authorization: Bearer <token>)"
+		return nil, http.StatusUnauthorized, "the request carries no bearer token (Authorization: Bearer <token>)"
 	}
 	res, err := s.Authn.Authenticate(ctx, token)
 	var rejected *authn.RejectedError
 	switch {
 	case errors.As(err, &rejected):
-		return false, http.StatusUnauthorized, "Unauthorized: " + err.Error()
+		return nil, http.StatusUnauthorized, "Unauthorized: " + err.Error()
 	case err != nil:
-		return false, http.StatusUnauthorized, "Unauthorized: authentication could not be completed: " + err.Error()
+		return nil, http.StatusUnauthorized, "Unauthorized: authentication could not be completed: " + err.Error()
 	}
-	if !res.Provider.Impersonate {
-		return false, 0, ""
-	}
-	for name := range r.Header {
+	return res, 0, ""
+}
+
+// setImpersonation makes h, the headers of a request forwarded with the
+// service-proxy's own credentials, impersonate res's user (name and
+// groups): every client Impersonate-* header and the client's
+// Authorization are removed first.
+func setImpersonation(h http.Header, res *authn.Result) {
+	for name := range h {
 		if strings.HasPrefix(http.CanonicalHeaderKey(name), "Impersonate-") {
-			r.Header.Del(name)
+			h.Del(name)
 		}
 	}
-	r.Header.Del("Authorization")
-	r.Header.Set(authenticationv1.ImpersonateUserHeader, res.User.GetName())
+	h.Del("Authorization")
+	h.Set(authenticationv1.ImpersonateUserHeader, res.User.GetName())
 	for _, g := range res.User.GetGroups() {
-		r.Header.Add(authenticationv1.ImpersonateGroupHeader, g)
+		h.Add(authenticationv1.ImpersonateGroupHeader, g)
 	}
 	// Only user and groups: the agent's RBAC grants impersonation of users
 	// and groups, not of UIDs or extra fields.
-	return true, 0, ""
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>"

@@ -164,6 +164,23 @@ func (o *Options) Log(log logr.Logger) {
 		"kubeconfig", o.Kubeconfig, "podNamespace", o.PodNamespace)
 }
 
+// serviceProxyTransport reaches the service-proxies: connections dialled
+// with dial (through the tunnel), TLS with tlsConfig, kept alive and
+// reused, so a request after the first costs neither a tunnel dial nor a
+// TLS handshake. HTTP/1.1 only: exec, attach and port-forward upgrade the
+// connection (SPDY, WebSocket).
+func serviceProxyTransport(dial func(ctx context.Context, network, address string) (net.Conn, error), tlsConfig *tls.Config) *http.Transport {
+	return &http.Transport{
+		DialContext:           dial,
+		TLSClientConfig:       tlsConfig,
+		ForceAttemptHTTP2:     false,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
 // Run serves until ctx is done, then drains. The options must be validated.
 func Run(ctx context.Context, o *Options) error {
 	// The allowlist watch and the tunnels last until the drain is over.
@@ -215,19 +232,9 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 	defer func() { _ = dialer.Close() }()
-	transport := &http.Transport{
-		DialContext: dialer.DialContext,
-		TLSClientConfig: &tls.Config{
-			MinVersion: tls.VersionTLS12, RootCAs: serviceProxyCA, GetClientCertificate: clientCert,
-		},
-		// HTTP/1.1 only: exec, attach and port-forward upgrade the
-		// connection (SPDY, WebSocket).
-		ForceAttemptHTTP2:     false,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
+	transport := serviceProxyTransport(dialer.DialContext, &tls.Config{
+		MinVersion: tls.VersionTLS12, RootCAs: serviceProxyCA, GetClientCertificate: clientCert,
+	})
 	defer transport.CloseIdleConnections()
 
 	serving, err := tls.LoadX509KeyPair(o.ServerCert, o.ServerKey)

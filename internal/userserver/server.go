@@ -28,6 +28,9 @@ type Server struct {
 	Allowlist func() Allowlist
 }
 
+// bodyBuffers are the body-copy buffers of every Server's forwarding.
+var bodyBuffers = &httpserve.BufferPool{}
+
 // ServeHTTP routes the request and forwards it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := klog.FromContext(r.Context())
@@ -61,8 +64,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				pr.Out.Header.Set(k, v)
 			}
 		},
-		Transport:     s.Transport,
-		FlushInterval: -1, // watches and logs stream as they come
+		Transport: s.Transport,
+		// Streamed answers (watches, followed logs: no Content-Length, or
+		// text/event-stream) are flushed as they come, by ReverseProxy
+		// itself. An answer of known length is written in one piece: an
+		// explicit FlushInterval of -1 would send its headers on their own
+		// from a timer goroutine first, one more TLS record and write per
+		// request.
+		FlushInterval: 0,
+		BufferPool:    bodyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			code, reason, msg := describeError(route.Cluster, err)
 			log.V(2).Info("Failed to forward a request", "cluster", route.Cluster, "path", route.Path, "err", err.Error())
