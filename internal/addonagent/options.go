@@ -47,7 +47,9 @@ type Options struct {
 	ProxyAgentReadyURL string
 	// HealthBindAddress serves /healthz.
 	HealthBindAddress string
-	// CertificateFiles are watched: a change fails /healthz (restart).
+	// CertificateFiles are watched: a change fails /healthz. None by
+	// default: the proxy-agent re-reads its renewed certificate itself, and
+	// the addon-agent's /healthz is no container's probe any more.
 	CertificateFiles []string
 	// LeaseDuration is the Lease's duration and renewal period.
 	LeaseDuration time.Duration
@@ -64,7 +66,6 @@ func NewOptions() *Options {
 		EnableProxyAgentHealthCheck: true,
 		ProxyAgentReadyURL:          "http://localhost:8093/readyz",
 		HealthBindAddress:           ":8888",
-		CertificateFiles:            []string{"/etc/tls/tls.crt", "/etc/tls/tls.key"},
 		LeaseDuration:               DefaultLeaseDuration,
 	}
 }

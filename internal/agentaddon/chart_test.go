@@ -432,7 +432,7 @@ func TestAgentChart(t *testing.T) {
 				}))
 				g.Expect(agent.Env).To(Equal([]corev1.EnvVar{{Name: "ROOT_CA_CERT", Value: "/etc/ca/ca.crt"}}))
 				g.Expect(agent.LivenessProbe.HTTPGet.Path).To(Equal("/healthz"))
-				g.Expect(agent.LivenessProbe.HTTPGet.Port.IntValue()).To(Equal(8888))
+				g.Expect(agent.LivenessProbe.HTTPGet.Port.IntValue()).To(Equal(8093), "the proxy-agent's own health port: it reloads certificates, no restart")
 				g.Expect(agent.VolumeMounts).To(ConsistOf(
 					corev1.VolumeMount{Name: "ca", MountPath: "/etc/ca", ReadOnly: true},
 					corev1.VolumeMount{Name: "agent-client-cert", MountPath: "/etc/tls", ReadOnly: true},

@@ -1,9 +1,6 @@
 package proxyconfig
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -26,9 +23,6 @@ type certificate struct {
 	// condition reports its state on the ManagedProxyConfiguration.
 	condition string
 	spec      certs.LeafSpec
-	// mountedByServer: the proxy-server pods mount it, so they roll when it
-	// is reissued.
-	mountedByServer bool
 }
 
 // desiredCertificates lists the certificates mpc asks for. entrypointAddrs are
@@ -47,16 +41,14 @@ func desiredCertificates(mpc *proxyv1alpha1.ManagedProxyConfiguration, entrypoin
 
 	out := []certificate{
 		{
-			secretName:      secrets.SigningProxyServerSecretName,
-			condition:       proxyv1alpha1.ConditionTypeProxyServerSecretSigned,
-			spec:            certs.LeafSpec{CommonName: "cluster-proxy-proxy-server", SANs: sans, Usage: certs.UsageServing},
-			mountedByServer: true,
+			secretName: secrets.SigningProxyServerSecretName,
+			condition:  proxyv1alpha1.ConditionTypeProxyServerSecretSigned,
+			spec:       certs.LeafSpec{CommonName: "cluster-proxy-proxy-server", SANs: sans, Usage: certs.UsageServing},
 		},
 		{
-			secretName:      secrets.SigningAgentServerSecretName,
-			condition:       proxyv1alpha1.ConditionTypeAgentServerSecretSigned,
-			spec:            certs.LeafSpec{CommonName: "cluster-proxy-agent-server", SANs: sans, Usage: certs.UsageServing},
-			mountedByServer: true,
+			secretName: secrets.SigningAgentServerSecretName,
+			condition:  proxyv1alpha1.ConditionTypeAgentServerSecretSigned,
+			spec:       certs.LeafSpec{CommonName: "cluster-proxy-agent-server", SANs: sans, Usage: certs.UsageServing},
 		},
 		{
 			secretName: secrets.SigningProxyClientSecretName,
@@ -98,16 +90,4 @@ func normalizeSANs(sans []string) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// certificatesHash is a short digest of the certificates the proxy-server
-// pods mount; it changes whenever one of them is reissued.
-func certificatesHash(caPEM []byte, mounted [][]byte) string {
-	h := sha256.New()
-	h.Write(caPEM)
-	for _, m := range mounted {
-		_, _ = fmt.Fprintf(h, "%d:", len(m))
-		h.Write(m)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }

@@ -51,8 +51,6 @@ type render struct {
 	imagePullPolicy corev1.PullPolicy
 	// tlsArgs are the proxy-server flags from the OCM TLS profile.
 	tlsArgs []string
-	// certificatesHash changes when a mounted certificate is reissued.
-	certificatesHash string
 }
 
 func (r *render) namespace() string { return r.mpc.Spec.ProxyServer.Namespace }
@@ -273,7 +271,6 @@ func (r *render) deployment() *appsv1ac.DeploymentApplyConfiguration {
 			WithStrategy(appsv1ac.DeploymentStrategy().WithType(appsv1.RollingUpdateDeploymentStrategyType)).
 			WithTemplate(corev1ac.PodTemplateSpec().
 				WithLabels(podLabels).
-				WithAnnotations(map[string]string{proxyv1alpha1.AnnotationCertificatesHash: r.certificatesHash}).
 				WithSpec(pod)))
 }
 

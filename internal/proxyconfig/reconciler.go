@@ -275,11 +275,13 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 		}
 	}
 
-	renewAt, mounted, err := r.reconcileCertificates(ctx, mpc, rd, ca, ep)
+	// Renewed certificates reach the running proxy-servers through their
+	// mounted Secrets; they re-read them for new handshakes, so a renewal
+	// rolls no pod and breaks no tunnel.
+	renewAt, err := r.reconcileCertificates(ctx, mpc, rd, ca, ep)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
-	rd.certificatesHash = certificatesHash(ca.CertPEM, mounted)
 
 	if err := r.reconcileDeployment(ctx, mpc, rd); err != nil {
 		return ctrl.Result{}, false, err
@@ -314,28 +316,23 @@ func (r *Reconciler) ensureNamespace(ctx context.Context, name string) error {
 }
 
 // reconcileCertificates keeps every certificate Secret current. It returns
-// the earliest renewal time and the PEM of the certificates the proxy-server
-// mounts.
-func (r *Reconciler) reconcileCertificates(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfiguration, rd *render, ca *certs.CA, ep entrypoint.Entrypoint) (time.Time, [][]byte, error) {
+// the earliest renewal time.
+func (r *Reconciler) reconcileCertificates(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfiguration, rd *render, ca *certs.CA, ep entrypoint.Entrypoint) (time.Time, error) {
 	now := r.Clock.Now()
 	renewAt := now.Add(certs.LeafValidity)
-	var mounted [][]byte
 	desired := desiredCertificates(mpc, ep.SANs)
 	for _, c := range desired {
 		certPEM, err := r.ensureCertificate(ctx, mpc, rd, ca, c, now)
 		if err != nil {
 			r.setCondition(mpc, c.condition, metav1.ConditionFalse, proxyv1alpha1.ReasonNotYetSigned, err.Error())
-			return time.Time{}, nil, err
+			return time.Time{}, err
 		}
 		cert, err := certs.ParseCertificate(certPEM)
 		if err != nil {
-			return time.Time{}, nil, fmt.Errorf("failed to parse certificate of secret %s: %w", c.secretName, err)
+			return time.Time{}, fmt.Errorf("failed to parse certificate of secret %s: %w", c.secretName, err)
 		}
 		if at := certs.RenewAt(cert); at.Before(renewAt) {
 			renewAt = at
-		}
-		if c.mountedByServer {
-			mounted = append(mounted, certPEM)
 		}
 		if c.condition == proxyv1alpha1.ConditionTypeAgentServerSecretSigned && !ep.Ready() {
 			r.setCondition(mpc, c.condition, metav1.ConditionFalse, ReasonEntrypointPending,
@@ -347,11 +344,11 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, mpc *proxyv1alph
 	}
 	if mpc.Spec.UserServer == nil {
 		if err := r.deleteOwned(ctx, mpc, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: rd.namespace(), Name: UserServerSecretName}}); err != nil {
-			return time.Time{}, nil, err
+			return time.Time{}, err
 		}
 		meta.RemoveStatusCondition(&mpc.Status.Conditions, proxyv1alpha1.ConditionTypeUserServerSecretSigned)
 	}
-	return renewAt, mounted, nil
+	return renewAt, nil
 }
 
 // ensureCertificate returns the certificate of c, reissuing it (and

@@ -45,7 +45,6 @@ func TestDesiredCertificates(t *testing.T) {
 		g.Expect(byName[n].spec.SANs).To(Equal(want), n)
 	}
 	g.Expect(byName["proxy-client"].spec.Usage).To(Equal(certs.UsageClient))
-	g.Expect(byName["proxy-client"].mountedByServer).To(BeFalse())
 	g.Expect(byName["agent-server"].condition).To(Equal(proxyv1alpha1.ConditionTypeAgentServerSecretSigned))
 
 	mpc.Spec.UserServer = &proxyv1alpha1.UserServerConfiguration{AdditionalSANs: []string{"users.example.com"}}
@@ -95,15 +94,6 @@ func TestLoadBalancerServicePorts(t *testing.T) {
 		g.Expect(names).To(Equal(tt.wantNames), "port %d", tt.port)
 		g.Expect(*svc.Name).To(Equal("proxy-agent-entrypoint"))
 	}
-}
-
-func TestCertificatesHashChangesWithAnyMountedCertificate(t *testing.T) {
-	g := NewWithT(t)
-	base := certificatesHash([]byte("ca"), [][]byte{[]byte("a"), []byte("b")})
-	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("a"), []byte("b")})).To(Equal(base))
-	g.Expect(certificatesHash([]byte("ca2"), [][]byte{[]byte("a"), []byte("b")})).NotTo(Equal(base))
-	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("a"), []byte("c")})).NotTo(Equal(base))
-	g.Expect(certificatesHash([]byte("ca"), [][]byte{[]byte("ab"), []byte("")})).NotTo(Equal(base))
 }
 
 func TestProfileArgs(t *testing.T) {

@@ -1,5 +1,5 @@
-// Package tunnel wires the konnectivity proxy-server (ours, package server)
-// and proxy-agent (apiserver-network-proxy's) that carry cluster-proxy's
+// Package tunnel wires the konnectivity proxy-server (package server) and
+// proxy-agent (package agent), both ours, that carry cluster-proxy's
 // reverse tunnels. Their options accept the flags of ANP's own binaries,
 // with the same names, defaults and meaning, so manifests written for
 // either run unchanged; a flag our server does not implement is refused.
@@ -13,15 +13,16 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
-	agentapp "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app"
 	agentoptions "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app/options"
 	serveroptions "sigs.k8s.io/apiserver-network-proxy/cmd/server/app/options"
 
 	"open-cluster-management.io/cluster-proxy/internal/identity"
 	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/agent"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/server"
 )
 
@@ -174,33 +175,86 @@ func RefuseAgentCertificate(cert *x509.Certificate) error {
 	return nil
 }
 
-// AgentOptions are the proxy-agent's options: ANP's proxy-agent flags.
+// AgentOptions are the proxy-agent's options: ANP's proxy-agent flags,
+// with their names, defaults and validation, run by our own agent (package
+// agent). Flags our agent does not implement are refused by Validate,
+// naming the flag.
 type AgentOptions struct {
-	anp *agentoptions.GrpcProxyAgentOptions
+	anp   *agentoptions.GrpcProxyAgentOptions
+	flags *pflag.FlagSet
 }
 
 // NewAgentOptions returns ANP's proxy-agent defaults.
 func NewAgentOptions() *AgentOptions {
-	return &AgentOptions{anp: agentoptions.NewGrpcProxyAgentOptions()}
+	o := &AgentOptions{anp: agentoptions.NewGrpcProxyAgentOptions()}
+	o.flags = o.anp.Flags()
+	return o
 }
 
 // AddFlags binds ANP's proxy-agent flags.
-func (o *AgentOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.anp.Flags()) }
+func (o *AgentOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.flags) }
 
 // Complete has nothing to fill in.
 func (o *AgentOptions) Complete() error { return nil }
 
-// Validate applies ANP's proxy-agent validation.
-func (o *AgentOptions) Validate() error { return o.anp.Validate() }
+// Validate applies ANP's proxy-agent validation, then refuses what our
+// agent does not do.
+func (o *AgentOptions) Validate() error {
+	errs := []error{o.anp.Validate()}
+	for _, name := range []string{"service-account-token-path"} {
+		if o.changed(name) {
+			errs = append(errs, fmt.Errorf("--%s is not supported: cluster-proxy's agents authenticate with their client certificates (--agent-cert)", name))
+		}
+	}
+	for _, name := range []string{"count-server-leases", "lease-namespace", "lease-label", "kubeconfig", "kube-api-content-type"} {
+		if o.changed(name) {
+			errs = append(errs, fmt.Errorf("--%s is not supported: the agent learns the server count from the proxy-servers' serverCount header", name))
+		}
+	}
+	if o.changed("xfr-channel-size") {
+		errs = append(errs, errors.New("--xfr-channel-size is not supported: cluster-proxy's proxy-agent sizes its per-connection queues itself"))
+	}
+	if o.anp.AgentCert == "" || o.anp.AgentKey == "" || o.anp.CaCert == "" {
+		errs = append(errs, errors.New("--agent-cert, --agent-key and --ca-cert are required: cluster-proxy's proxy-servers identify agents by their client certificates"))
+	}
+	return errors.Join(errs...)
+}
 
-// Log leaves the effective options to ANP, whose agent prints every one of
-// them when it starts.
-func (o *AgentOptions) Log(logr.Logger) {}
+func (o *AgentOptions) changed(name string) bool {
+	f := o.flags.Lookup(name)
+	return f != nil && f.Changed
+}
+
+// Log prints the effective options.
+func (o *AgentOptions) Log(logger logr.Logger) {
+	a := o.anp
+	logger.Info("proxy-agent options", "agentID", a.AgentID, "agentIdentifiers", a.AgentIdentifiers,
+		"proxyServer", net.JoinHostPort(a.ProxyServerHost, strconv.Itoa(a.ProxyServerPort)),
+		"health", net.JoinHostPort(a.HealthServerHost, strconv.Itoa(a.HealthServerPort)),
+		"admin", net.JoinHostPort(a.AdminBindAddress, strconv.Itoa(a.AdminServerPort)),
+		"syncInterval", a.SyncInterval, "syncIntervalCap", a.SyncIntervalCap, "syncForever", a.SyncForever)
+}
 
 // RunAgent runs the proxy-agent: when ctx is done (the first SIGTERM) it
-// drains, telling the proxy-servers to send it no new dials, and keeps
-// serving open connections until the process is stopped, as ANP's agent
-// does.
+// drains, telling the proxy-servers to send it no new dials, and returns
+// once its open connections are closed (a second signal ends the process
+// before that).
 func RunAgent(ctx context.Context, o *AgentOptions) error {
-	return (&agentapp.Agent{}).Run(o.anp, ctx.Done(), nil)
+	a := o.anp
+	return agent.Run(ctx, nil, agent.RunConfig{
+		Options: agent.Options{
+			AgentID: a.AgentID, Identifiers: a.AgentIdentifiers,
+			ServerAddress: net.JoinHostPort(a.ProxyServerHost, strconv.Itoa(a.ProxyServerPort)),
+			SyncInterval:  a.SyncInterval, SyncIntervalCap: a.SyncIntervalCap, SyncForever: a.SyncForever,
+			ProbeInterval: a.ProbeInterval, KeepaliveTime: a.KeepaliveTime, DialTimeout: backendDialTimeout,
+		},
+		AgentCert: a.AgentCert, AgentKey: a.AgentKey, CACert: a.CaCert, ServerName: a.ProxyServerHost, ALPN: a.AlpnProtos,
+		HealthAddress:   net.JoinHostPort(a.HealthServerHost, strconv.Itoa(a.HealthServerPort)),
+		AdminAddress:    net.JoinHostPort(a.AdminBindAddress, strconv.Itoa(a.AdminServerPort)),
+		EnableProfiling: a.EnableProfiling, EnableContentionProfiling: a.EnableContentionProfiling,
+	})
 }
+
+// backendDialTimeout bounds the agent's dial of a backend, as
+// apiserver-network-proxy's agent does.
+const backendDialTimeout = 5 * time.Second

@@ -1,6 +1,7 @@
 package addonagent_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -60,12 +61,19 @@ var _ = Describe("The port-forward relay", Label("addonagent", "portforward", "t
 		agentAdmin, err := framework.FreeTunnelPort()
 		Expect(err).NotTo(HaveOccurred())
 		relayPort := listener.Addr().(*net.TCPAddr).Port
-		agent, err := framework.StartProcess("proxy-agent", agentBin,
-			framework.ProxyAgentArgs(pki, "agent-1", relayPort, certFile, keyFile, "host=localhost", agentHealth, agentAdmin), nil, dir)
+		// The proxy-server admits an agent only for its own cluster's names;
+		// they resolve to 127.0.0.1 in the agent's private hosts file.
+		const agentNamespace = "open-cluster-management-cluster-proxy"
+		agent, err := framework.StartProcessWithHostAliases("proxy-agent", agentBin,
+			framework.ProxyAgentArgs(pki, "agent-1", relayPort, certFile, keyFile, framework.ProxyAgentIdentifiers("cluster1", agentNamespace), agentHealth, agentAdmin),
+			nil, dir, framework.ProxyAgentHosts("cluster1", agentNamespace))
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(framework.StopTunnelProcess, agent)
-		// The proxy-server is ready once an agent is connected to it.
-		Expect(framework.WaitHTTPOK(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports.Health), false, server)).To(Succeed())
+		// The proxy-server is ready once an agent is connected to it (a
+		// refused agent never connects: bounded, with the agent's log).
+		readyCtx, cancelReady := context.WithTimeout(ctx, time.Minute)
+		defer cancelReady()
+		Expect(framework.WaitHTTPOK(readyCtx, fmt.Sprintf("http://127.0.0.1:%d/readyz", ports.Health), false, server)).To(Succeed(), "agent log:\n%s", agent.LogTail(20))
 		Expect(relay.Ready(ctx)).To(Succeed())
 
 		By("a hub client dialing through the proxy-server, the tunnel and the agent")
@@ -76,7 +84,7 @@ var _ = Describe("The port-forward relay", Label("addonagent", "portforward", "t
 		dialer, err := proxyclient.NewDialer("127.0.0.1:"+strconv.Itoa(ports.Server), tlsConfig)
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(dialer.Close)
-		conn, err := dialer.DialContext(ctx, "tcp", "localhost:"+strconv.Itoa(echoPort))
+		conn, err := dialer.DialContext(ctx, "tcp", "cluster1:"+strconv.Itoa(echoPort))
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(conn.Close)
 		msg := []byte("through the relay and back\n")

@@ -20,9 +20,6 @@ const (
 	// AnnotationConfigurationGeneration records the ManagedProxyConfiguration
 	// generation an object was rendered from.
 	AnnotationConfigurationGeneration = "proxy.open-cluster-management.io/configuration-generation"
-	// AnnotationCertificatesHash on the proxy-server pod template changes
-	// when its certificates are reissued, so the pods roll onto them.
-	AnnotationCertificatesHash = "proxy.open-cluster-management.io/certificates-hash"
 )
 
 // Ports of the proxy-server (the defaults of spec.deploy.ports) and of the
