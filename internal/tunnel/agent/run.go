@@ -6,20 +6,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/http/pprof"
-	"os"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
+
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/endpoints"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/tlsfiles"
 )
 
 // drainPoll is how often a draining agent checks whether it is idle.
@@ -56,64 +51,34 @@ func Run(ctx context.Context, stop <-chan struct{}, c RunConfig) error {
 	if err != nil {
 		return err
 	}
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "konnectivity_network_proxy", Subsystem: "agent", Name: "open_server_connections",
-			Help: "Proxy-servers the agent holds a stream to.",
-		}, func() float64 { return float64(a.Servers()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "konnectivity_network_proxy", Subsystem: "agent", Name: "open_endpoint_connections",
-			Help: "Open backend connections and dials in flight.",
-		}, func() float64 { return float64(a.Open()) }))
-	metrics := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
-	health := http.NewServeMux()
-	health.Handle("/metrics", metrics)
-	health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
-	health.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if a.Servers() == 0 {
-			w.WriteHeader(http.StatusInternalServerError)
-			_, _ = io.WriteString(w, "not connected to any proxy-server")
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
+	stopEndpoints, err := endpoints.Start(ctx, endpoints.Config{
+		HealthAddress: c.HealthAddress, AdminAddress: c.AdminAddress,
+		Ready: func() (bool, string) {
+			if a.Servers() == 0 {
+				return false, "not connected to any proxy-server"
+			}
+			return true, ""
+		},
+		Collectors: []prometheus.Collector{
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: "konnectivity_network_proxy", Subsystem: "agent", Name: "open_server_connections",
+				Help: "Proxy-servers the agent holds a stream to.",
+			}, func() float64 { return float64(a.Servers()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: "konnectivity_network_proxy", Subsystem: "agent", Name: "open_endpoint_connections",
+				Help: "Open backend connections and dials in flight.",
+			}, func() float64 { return float64(a.Open()) }),
+		},
+		EnableProfiling: c.EnableProfiling, EnableContentionProfiling: c.EnableContentionProfiling,
 	})
-	admin := http.NewServeMux()
-	admin.Handle("/metrics", metrics)
-	if c.EnableProfiling {
-		admin.HandleFunc("/debug/pprof/", pprof.Index)
-		admin.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		admin.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		if c.EnableContentionProfiling {
-			runtime.SetBlockProfileRate(1)
-		}
+	if err != nil {
+		return err
 	}
-	var servers []*http.Server
 	var wg sync.WaitGroup
 	defer func() {
-		for _, s := range servers {
-			_ = s.Close()
-		}
+		stopEndpoints()
 		wg.Wait()
 	}()
-	for _, hs := range []struct {
-		addr    string
-		handler http.Handler
-	}{{c.HealthAddress, health}, {c.AdminAddress, admin}} {
-		l, err := net.Listen("tcp", hs.addr)
-		if err != nil {
-			return fmt.Errorf("failed to listen on %s: %w", hs.addr, err)
-		}
-		s := &http.Server{Handler: hs.handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 1 << 20}
-		servers = append(servers, s)
-		wg.Go(func() {
-			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error(err, "A proxy-agent HTTP server stopped", "address", hs.addr)
-			}
-		})
-	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -144,83 +109,29 @@ func Run(ctx context.Context, stop <-chan struct{}, c RunConfig) error {
 // without a restart. A file that cannot be read keeps the last good
 // material.
 type ReloadingClientTLS struct {
-	certFile, keyFile, caFile, serverName string
-	alpn                                  []string
-
-	mu        sync.Mutex
-	certStamp [2]fileStamp
-	cert      *tls.Certificate
-	caStamp   fileStamp
-	pool      *x509.CertPool
-}
-
-// fileStamp identifies a version of a file.
-type fileStamp struct {
-	modTime time.Time
-	size    int64
-}
-
-func stamp(path string) (fileStamp, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	return fileStamp{info.ModTime(), info.Size()}, nil
+	serverName string
+	alpn       []string
+	cert       *tlsfiles.KeyPair
+	roots      *tlsfiles.Pool
+	caFile     string
 }
 
 // NewReloadingClientTLS reads the files once (failing when they are not
 // usable) and returns the configuration source.
 func NewReloadingClientTLS(certFile, keyFile, caFile, serverName string, alpn []string) (*ReloadingClientTLS, error) {
-	r := &ReloadingClientTLS{certFile: certFile, keyFile: keyFile, caFile: caFile, serverName: serverName, alpn: alpn}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := errors.Join(r.reloadCertLocked(), r.reloadCALocked()); err != nil {
-		return nil, err
+	r := &ReloadingClientTLS{serverName: serverName, alpn: alpn, caFile: caFile}
+	var err error
+	if certFile != "" {
+		if r.cert, err = tlsfiles.NewKeyPair(certFile, keyFile); err != nil {
+			return nil, err
+		}
+	}
+	if caFile != "" {
+		if r.roots, err = tlsfiles.NewPool(caFile); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
-}
-
-func (r *ReloadingClientTLS) reloadCertLocked() error {
-	if r.certFile == "" {
-		return nil
-	}
-	c, err1 := stamp(r.certFile)
-	k, err2 := stamp(r.keyFile)
-	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("failed to read the agent certificate: %w", err)
-	}
-	if r.cert != nil && r.certStamp == [2]fileStamp{c, k} {
-		return nil
-	}
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
-	if err != nil {
-		return fmt.Errorf("failed to load the agent certificate %s and key %s: %w", r.certFile, r.keyFile, err)
-	}
-	r.cert, r.certStamp = &cert, [2]fileStamp{c, k}
-	return nil
-}
-
-func (r *ReloadingClientTLS) reloadCALocked() error {
-	if r.caFile == "" {
-		return nil
-	}
-	s, err := stamp(r.caFile)
-	if err != nil {
-		return fmt.Errorf("failed to read the CA bundle: %w", err)
-	}
-	if r.pool != nil && r.caStamp == s {
-		return nil
-	}
-	data, err := os.ReadFile(r.caFile)
-	if err != nil {
-		return fmt.Errorf("failed to read the CA bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return fmt.Errorf("the CA bundle %s holds no PEM certificate", r.caFile)
-	}
-	r.pool, r.caStamp = pool, s
-	return nil
 }
 
 // Config returns the client configuration. With a CA file, the server's
@@ -229,23 +140,18 @@ func (r *ReloadingClientTLS) reloadCALocked() error {
 // against the system roots.
 func (r *ReloadingClientTLS) Config() *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.serverName, NextProtos: r.alpn}
-	if r.certFile != "" {
+	if r.cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			_ = r.reloadCertLocked() // a broken renewal keeps the last good certificate
-			return r.cert, nil
+			cert, _ := r.cert.Get() // a broken renewal keeps the last good certificate
+			return cert, nil
 		}
 	}
-	if r.caFile == "" {
+	if r.roots == nil {
 		return cfg
 	}
 	cfg.InsecureSkipVerify = true //nolint:gosec // VerifyConnection verifies the chain and the name against the re-read CA.
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		r.mu.Lock()
-		_ = r.reloadCALocked()
-		pool := r.pool
-		r.mu.Unlock()
+		pool, _ := r.roots.Get()
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("the proxy-server presented no certificate")
 		}

@@ -6,19 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -27,6 +20,7 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/proto/agent"
 
 	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/endpoints"
 )
 
 // agentKeepaliveMinTime is the shortest keepalive interval agents may use
@@ -111,65 +105,22 @@ func Run(ctx context.Context, c RunConfig) error {
 	frontendServer := grpc.NewServer(frontendOpts...)
 	client.RegisterProxyServiceServer(frontendServer, s)
 
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registry.MustRegister(s.Collectors()...)
-	metrics := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
-	health := http.NewServeMux()
-	health.Handle("/metrics", metrics)
-	health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
-	ready := func(w http.ResponseWriter, _ *http.Request) {
-		if ok, why := s.Ready(); !ok {
-			w.WriteHeader(http.StatusInternalServerError)
-			_, _ = io.WriteString(w, why)
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
-	}
-	health.HandleFunc("/readyz", ready)
-	health.HandleFunc("/ready", ready) // apiserver-network-proxy's older path
-	admin := http.NewServeMux()
-	admin.Handle("/metrics", metrics)
-	if c.EnableProfiling {
-		admin.HandleFunc("/debug/pprof/", pprof.Index)
-		admin.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		admin.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		if c.EnableContentionProfiling {
-			runtime.SetBlockProfileRate(1)
-		}
-	}
-	var httpServers []*http.Server
-	var httpListeners []net.Listener
-	for _, hs := range []struct {
-		addr    string
-		handler http.Handler
-	}{{c.HealthAddress, health}, {c.AdminAddress, admin}} {
-		l, err := net.Listen("tcp", hs.addr)
-		if err != nil {
-			for _, other := range append(httpListeners, agentListener, frontendListener) {
-				_ = other.Close()
-			}
-			return fmt.Errorf("failed to listen on %s: %w", hs.addr, err)
-		}
-		httpListeners = append(httpListeners, l)
-		httpServers = append(httpServers, &http.Server{Handler: hs.handler, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 1 << 20})
+	stopEndpoints, err := endpoints.Start(ctx, endpoints.Config{
+		HealthAddress: c.HealthAddress, AdminAddress: c.AdminAddress, Ready: s.Ready, Collectors: s.Collectors(),
+		EnableProfiling: c.EnableProfiling, EnableContentionProfiling: c.EnableContentionProfiling,
+	})
+	if err != nil {
+		_ = agentListener.Close()
+		_ = frontendListener.Close()
+		return err
 	}
 
-	errs := make(chan error, 4)
+	errs := make(chan error, 2)
 	var wg sync.WaitGroup
 	wg.Go(func() { errs <- agentServer.Serve(agentListener) })
 	wg.Go(func() { errs <- frontendServer.Serve(frontendListener) })
-	for i, hs := range httpServers {
-		wg.Go(func() {
-			if err := hs.Serve(httpListeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- err
-			}
-		})
-	}
 	logger.Info("proxy-server serving", "serverID", c.Options.ServerID, "agents", agentListener.Addr().String(),
-		"frontend", frontendListener.Addr().String(), "health", httpListeners[0].Addr().String())
+		"frontend", frontendListener.Addr().String(), "health", c.HealthAddress)
 
 	var runErr error
 	select {
@@ -178,9 +129,7 @@ func Run(ctx context.Context, c RunConfig) error {
 		logger.Error(runErr, "A proxy-server listener failed; stopping")
 	}
 	stopGRPC(agentServer, frontendServer, c.GracefulShutdownTimeout)
-	for _, hs := range httpServers {
-		_ = hs.Close()
-	}
+	stopEndpoints()
 	wg.Wait()
 	if c.UDSName != "" {
 		_ = os.Remove(c.UDSName)
