@@ -105,7 +105,8 @@ type Agent struct {
 	draining    bool
 
 	nextConnID atomic.Int64
-	open       atomic.Int64 // open backend connections and dials in flight
+	open       atomic.Int64 // open backend connections
+	dials      atomic.Int64 // backend dials in flight
 }
 
 // New returns an Agent for valid options.
@@ -123,8 +124,11 @@ func (a *Agent) Servers() int {
 	return len(a.servers)
 }
 
-// Open returns how many backend connections (and dials) are open.
+// Open returns how many backend connections are open.
 func (a *Agent) Open() int { return int(a.open.Load()) }
+
+// Busy reports whether a backend connection is open or a dial is in flight.
+func (a *Agent) Busy() bool { return a.open.Load() > 0 || a.dials.Load() > 0 }
 
 // Run connects to the servers and keeps connecting while fewer than their
 // count are held, until ctx ends; then it closes every stream.
@@ -400,9 +404,8 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 	}
 	sc.dials[req.Random] = cancel
 	sc.mu.Unlock()
-	sc.agent.open.Add(1)
+	sc.agent.dials.Add(1)
 	go func() {
-		defer sc.agent.open.Add(-1)
 		defer cancel()
 		network := req.Protocol
 		if network == "" {
@@ -419,6 +422,9 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 			sc.conns[ep.id] = ep
 		}
 		sc.mu.Unlock()
+		// Counted as open before it stops counting as a dial, so a drain
+		// never sees the agent idle in between.
+		sc.agent.dials.Add(-1)
 		if err != nil {
 			logger.V(2).Info("Failed to dial a backend", "err", err.Error())
 			_ = sc.send(dialResponse(req.Random, 0, err.Error()))

@@ -93,7 +93,7 @@ func Run(ctx context.Context, stop <-chan struct{}, c RunConfig) error {
 	a.Drain(ctx)
 	ticker := time.NewTicker(drainPoll)
 	defer ticker.Stop()
-	for a.Open() > 0 {
+	for a.Busy() {
 		select {
 		case <-stop:
 			return nil

@@ -139,8 +139,6 @@ type Server struct {
 	pending  map[int64]*pendingDial
 	conns    map[connKey]*frontend
 
-	// stats for tests and metrics.
-	agents   atomic.Int64
 	refusals prometheus.Counter
 }
 
@@ -151,7 +149,6 @@ type backend struct {
 	stream      agent.AgentService_ConnectServer
 	sendMu      sync.Mutex
 	draining    atomic.Bool
-	done        chan struct{}
 }
 
 func (b *backend) send(pkt *client.Packet) error {
@@ -246,7 +243,11 @@ func (s *Server) Collectors() []prometheus.Collector {
 }
 
 // Agents returns how many agent streams are connected.
-func (s *Server) Agents() int { return int(s.agents.Load()) }
+func (s *Server) Agents() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.backends)
+}
 
 // Ready reports whether at least one agent is connected, as
 // apiserver-network-proxy's /readyz does.
@@ -271,8 +272,9 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "the agent's identifiers %q are not a URL query: %v", rawIDs, err)
 	}
+	cert := peerCertificate(ctx)
 	if s.opts.Authorize != nil {
-		if err := s.opts.Authorize(peerCertificate(ctx), agentID, rawIDs); err != nil {
+		if err := s.opts.Authorize(cert, agentID, rawIDs); err != nil {
 			logger.Info("Refused an agent", "identifiers", rawIDs, "reason", err.Error())
 			s.refusals.Inc()
 			if s.opts.Refused != nil {
@@ -284,8 +286,12 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 	if err := stream.SendHeader(metadata.Pairs(header.ServerID, s.opts.ServerID, header.ServerCount, strconv.Itoa(s.opts.ServerCount))); err != nil {
 		return err
 	}
-	b := &backend{id: agentID, identifiers: ids, stream: stream, done: make(chan struct{})}
+	b := &backend{id: agentID, identifiers: ids, stream: stream}
 	s.addBackend(b)
+	if cert != nil {
+		// Which certificate an agent holds shows whether a renewal reached it.
+		logger = logger.WithValues("certificate", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16))
+	}
 	logger.V(2).Info("Agent connected", "identifiers", rawIDs)
 	defer func() {
 		s.removeBackend(ctx, b)
@@ -580,7 +586,6 @@ func (s *Server) addBackend(b *backend) {
 			s.byHost[v] = append(s.byHost[v], b)
 		}
 	}
-	s.agents.Add(1)
 }
 
 // removeBackend unregisters b and tells the frontends of its pending dials
@@ -621,9 +626,7 @@ func (s *Server) removeBackend(ctx context.Context, b *backend) {
 			notices = append(notices, notice{f, closeResponse(key.connID, "")})
 		}
 	}
-	s.agents.Add(-1)
 	s.mu.Unlock()
-	close(b.done)
 	for _, n := range notices {
 		if err := n.f.send(n.pkt); err != nil {
 			klog.FromContext(ctx).V(4).Info("Failed to tell a frontend its agent is gone", "err", err.Error())

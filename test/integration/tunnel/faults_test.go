@@ -40,6 +40,9 @@ const (
 
 	// Prometheus metrics of apiserver-network-proxy's processes.
 	agentServerConnections = "konnectivity_network_proxy_agent_open_server_connections"
+	// agentEndpointConnections counts the backend connections an agent
+	// holds open.
+	agentEndpointConnections = "konnectivity_network_proxy_agent_open_endpoint_connections"
 	// serverReadyBackends counts one backend per host name an agent
 	// registered (destHost strategy).
 	serverReadyBackends = "konnectivity_network_proxy_server_ready_backend_connections"
@@ -57,6 +60,8 @@ var _ = Describe("Tunnel faults", Label("tunnel", "faults"), func() {
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { _ = held.Close() })
 		Expect(roundTrip(held, "held")).To(Succeed())
+		Expect(scrapeMetric(ctx, agent.healthURL("/metrics"), agentEndpointConnections)).To(BeNumerically("==", 1),
+			"backend connections the agent holds")
 
 		agent.kill()
 		killed := time.Now()

@@ -47,19 +47,30 @@ type proxyServer struct {
 	name        string
 	serverCount int
 	ports       framework.ProxyServerPorts
-	process     *framework.Process
-	restarts    int
+	pki         *framework.TunnelPKI
+	// extraArgs follow the flags framework.ProxyServerArgs gives.
+	extraArgs []string
+	process   *framework.Process
+	restarts  int
 }
 
 // startProxyServer starts a proxy-server named name (its --server-id) on
-// fresh ports, expecting serverCount replicas. It is stopped when the
-// surrounding node's cleanup runs. It does not wait for readiness: a
-// proxy-server is ready once an agent is connected.
+// fresh ports with the suite's certificates, expecting serverCount
+// replicas. It is stopped when the surrounding node's cleanup runs. It does
+// not wait for readiness: a proxy-server is ready once an agent is
+// connected.
 func startProxyServer(name string, serverCount int) *proxyServer {
+	GinkgoHelper()
+	return startProxyServerWith(name, serverCount, pki)
+}
+
+// startProxyServerWith is startProxyServer with the certificate files of
+// p and extra flags.
+func startProxyServerWith(name string, serverCount int, p *framework.TunnelPKI, extraArgs ...string) *proxyServer {
 	GinkgoHelper()
 	ports, err := framework.FreeProxyServerPorts()
 	Expect(err).NotTo(HaveOccurred())
-	s := &proxyServer{name: name, serverCount: serverCount, ports: ports}
+	s := &proxyServer{name: name, serverCount: serverCount, ports: ports, pki: p, extraArgs: extraArgs}
 	s.start(name)
 	return s
 }
@@ -68,8 +79,8 @@ func startProxyServer(name string, serverCount int) *proxyServer {
 func (s *proxyServer) start(logName string) {
 	GinkgoHelper()
 	var err error
-	s.process, err = framework.StartProcess(logName, binaries.proxyServer,
-		framework.ProxyServerArgs(pki, s.ports, s.name, s.serverCount), nil, workDir)
+	args := append(framework.ProxyServerArgs(s.pki, s.ports, s.name, s.serverCount), s.extraArgs...)
+	s.process, err = framework.StartProcess(logName, binaries.proxyServer, args, nil, workDir)
 	Expect(err).NotTo(HaveOccurred())
 	stopOnCleanup(s.process)
 }
@@ -109,10 +120,13 @@ type proxyAgent struct {
 	// backendIP is the address the cluster's host names resolve to in the
 	// agent's /etc/hosts.
 	backendIP             string
+	pki                   *framework.TunnelPKI
 	certFile, keyFile     string
 	healthPort, adminPort int
-	process               *framework.Process
-	starts                int
+	// extraArgs follow the flags framework.ProxyAgentArgs gives.
+	extraArgs []string
+	process   *framework.Process
+	starts    int
 }
 
 // startProxyAgent starts a proxy-agent named name for cluster, connecting
@@ -121,9 +135,16 @@ type proxyAgent struct {
 // when the surrounding node's cleanup runs.
 func startProxyAgent(name, clusterName string, serverAgentPort int, backendIP string) *proxyAgent {
 	GinkgoHelper()
-	a := &proxyAgent{name: name, cluster: clusterName, serverAgentPort: serverAgentPort, backendIP: backendIP}
+	return startProxyAgentWith(name, clusterName, serverAgentPort, backendIP, pki)
+}
+
+// startProxyAgentWith is startProxyAgent with a certificate of p's CA,
+// written into p.Dir, and extra flags.
+func startProxyAgentWith(name, clusterName string, serverAgentPort int, backendIP string, p *framework.TunnelPKI, extraArgs ...string) *proxyAgent {
+	GinkgoHelper()
+	a := &proxyAgent{name: name, cluster: clusterName, serverAgentPort: serverAgentPort, backendIP: backendIP, pki: p, extraArgs: extraArgs}
 	var err error
-	a.certFile, a.keyFile, err = pki.AgentCert(clusterName)
+	a.certFile, a.keyFile, err = p.AgentCert(clusterName)
 	Expect(err).NotTo(HaveOccurred())
 	a.healthPort, err = framework.FreeTunnelPort()
 	Expect(err).NotTo(HaveOccurred())
@@ -139,8 +160,8 @@ func (a *proxyAgent) start() {
 	GinkgoHelper()
 	a.starts++
 	logName := fmt.Sprintf("%s-%d", a.name, a.starts)
-	args := framework.ProxyAgentArgs(pki, a.name, a.serverAgentPort, a.certFile, a.keyFile,
-		framework.ProxyAgentIdentifiers(a.cluster, agentNamespace), a.healthPort, a.adminPort)
+	args := append(framework.ProxyAgentArgs(a.pki, a.name, a.serverAgentPort, a.certFile, a.keyFile,
+		framework.ProxyAgentIdentifiers(a.cluster, agentNamespace), a.healthPort, a.adminPort), a.extraArgs...)
 	var err error
 	a.process, err = startWithHosts(logName, binaries.proxyAgent, args, a.backendIP,
 		framework.ProxyAgentHosts(a.cluster, agentNamespace))
@@ -255,19 +276,35 @@ func metricFunc(url, name string) func(context.Context) (float64, error) {
 
 // roundRobinRelay is a TCP relay on 127.0.0.1 that hands each accepted
 // connection to the next of its upstreams in turn, like a Service (in
-// iptables or IPVS round-robin mode) in front of proxy-server replicas.
+// iptables or IPVS round-robin mode) in front of proxy-server replicas. It
+// also plays the network between agents and proxy-servers failing: it can
+// be cut (connections reset, nothing accepted) and restored, and its
+// connections can be black-holed (half-open: bytes vanish, nobody is told).
 type roundRobinRelay struct {
-	listener  net.Listener
 	port      int
 	upstreams []string
 	next      atomic.Uint64
 	// accepted counts, per upstream, the connections relayed to it.
 	accepted []atomic.Int64
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	listener net.Listener // nil while cut
+	pairs    map[*relayPair]struct{}
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// relayPair is one relayed connection: the accepted one and the one to its
+// upstream.
+type relayPair struct {
+	down, up net.Conn
+	// blackholed pairs drop what they read and no longer pass on closes.
+	blackholed atomic.Bool
+}
+
+func (p *relayPair) close() {
+	_ = p.down.Close()
+	_ = p.up.Close()
 }
 
 // startRoundRobinRelay listens on a free tunnel port and relays to
@@ -275,87 +312,144 @@ type roundRobinRelay struct {
 // cleanup runs.
 func startRoundRobinRelay(upstreams ...string) *roundRobinRelay {
 	GinkgoHelper()
-	var l net.Listener
+	r := &roundRobinRelay{
+		upstreams: upstreams,
+		accepted:  make([]atomic.Int64, len(upstreams)),
+		pairs:     map[*relayPair]struct{}{},
+	}
 	// FreeTunnelPort's port can be taken before the listen; try again then.
 	Eventually(func() error {
 		port, err := framework.FreeTunnelPort()
 		if err != nil {
 			return err
 		}
-		l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		return err
+		r.port = port
+		return r.listen()
 	}).WithTimeout(5 * time.Second).Should(Succeed())
-	r := &roundRobinRelay{
-		listener:  l,
-		port:      l.Addr().(*net.TCPAddr).Port,
-		upstreams: upstreams,
-		accepted:  make([]atomic.Int64, len(upstreams)),
-		conns:     map[net.Conn]struct{}{},
-	}
-	r.wg.Add(1)
-	go r.accept()
 	DeferCleanup(r.Close)
 	return r
 }
 
-func (r *roundRobinRelay) accept() {
+// listen listens on the relay's port and accepts in the background.
+func (r *roundRobinRelay) listen() error {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return l.Close()
+	}
+	r.listener = l
+	r.wg.Add(1)
+	go r.accept(l)
+	return nil
+}
+
+func (r *roundRobinRelay) accept(l net.Listener) {
 	defer r.wg.Done()
 	for {
-		conn, err := r.listener.Accept()
+		conn, err := l.Accept()
 		if err != nil {
 			return
 		}
 		i := int((r.next.Add(1) - 1) % uint64(len(r.upstreams)))
-		if !r.track(conn) {
-			return
-		}
 		r.wg.Add(1)
 		go r.relay(conn, i)
 	}
 }
 
-// track registers conn for Close; it closes conn and returns false when
-// the relay is closed already.
-func (r *roundRobinRelay) track(conn net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		_ = conn.Close()
-		return false
-	}
-	r.conns[conn] = struct{}{}
-	return true
-}
-
-func (r *roundRobinRelay) untrack(conn net.Conn) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.conns, conn)
-	_ = conn.Close()
-}
-
-// relay copies between downstream and a new connection to upstream i until
-// either side ends, then closes both.
+// relay pumps between downstream and a new connection to upstream i until
+// both directions end, then closes both.
 func (r *roundRobinRelay) relay(downstream net.Conn, i int) {
 	defer r.wg.Done()
-	defer r.untrack(downstream)
 	upstream, err := net.DialTimeout("tcp", r.upstreams[i], 5*time.Second)
 	if err != nil {
+		_ = downstream.Close()
 		return
 	}
-	if !r.track(upstream) {
+	p := &relayPair{down: downstream, up: upstream}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		p.close()
 		return
 	}
-	defer r.untrack(upstream)
+	r.pairs[p] = struct{}{}
+	r.mu.Unlock()
 	r.accepted[i].Add(1)
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(upstream, downstream); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(downstream, upstream); done <- struct{}{} }()
+	go func() { r.pump(p, upstream, downstream); done <- struct{}{} }()
+	go func() { r.pump(p, downstream, upstream); done <- struct{}{} }()
 	<-done
-	// Closing both ends stops the other copy.
-	_ = upstream.Close()
-	_ = downstream.Close()
 	<-done
+	r.mu.Lock()
+	delete(r.pairs, p)
+	r.mu.Unlock()
+	p.close()
+}
+
+// pump copies src to dst. When src ends, it closes the pair (which ends
+// the other direction too), unless the pair is black-holed: then neither
+// end learns anything.
+func (r *roundRobinRelay) pump(p *relayPair, dst, src net.Conn) {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.blackholed.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil && !p.blackholed.Load() {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if !p.blackholed.Load() {
+		p.close()
+	}
+}
+
+// dropConnections closes every relayed connection (both ends see it end)
+// and keeps accepting new ones.
+func (r *roundRobinRelay) dropConnections() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := range r.pairs {
+		p.close()
+	}
+}
+
+// cut stops accepting and closes every relayed connection: the network
+// between agents and proxy-servers is gone.
+func (r *roundRobinRelay) cut() {
+	GinkgoHelper()
+	r.mu.Lock()
+	l := r.listener
+	r.listener = nil
+	r.mu.Unlock()
+	Expect(l).NotTo(BeNil(), "the relay is cut already")
+	Expect(l.Close()).To(Succeed())
+	r.dropConnections()
+}
+
+// restore accepts again on the same port after cut.
+func (r *roundRobinRelay) restore() {
+	GinkgoHelper()
+	Eventually(r.listen).WithTimeout(5*time.Second).Should(Succeed(), "listening on the relay's port %d again", r.port)
+}
+
+// blackhole makes every relayed connection half-open: from now on the
+// relay drops what either end sends and tells neither end when the other
+// closes. New connections are relayed normally.
+func (r *roundRobinRelay) blackhole() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := range r.pairs {
+		p.blackholed.Store(true)
+	}
+	return len(r.pairs)
 }
 
 // Close stops accepting, closes every relayed connection and waits for the
@@ -363,12 +457,16 @@ func (r *roundRobinRelay) relay(downstream net.Conn, i int) {
 func (r *roundRobinRelay) Close() {
 	r.mu.Lock()
 	r.closed = true
-	for conn := range r.conns {
-		_ = conn.Close()
+	l := r.listener
+	r.listener = nil
+	for p := range r.pairs {
+		p.close()
 	}
 	r.mu.Unlock()
-	if err := r.listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-		GinkgoWriter.Printf("closing the relay listener: %v\n", err)
+	if l != nil {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			GinkgoWriter.Printf("closing the relay listener: %v\n", err)
+		}
 	}
 	r.wg.Wait()
 }
