@@ -308,10 +308,7 @@ func (loopbackForwarder) PortForward(ctx context.Context, _ string, _ string, po
 		return fmt.Errorf("failed to connect to port %d: %w", port, err)
 	}
 	defer func() { _ = conn.Close() }()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(conn, stream); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(stream, conn); done <- struct{}{} }()
-	<-done
+	Splice(conn, stream)
 	return nil
 }
 

@@ -1,14 +1,8 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"fmt"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -18,12 +12,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
-	"sigs.k8s.io/apiserver-network-proxy/konnectivity-client/proto/client"
 	anpagent "sigs.k8s.io/apiserver-network-proxy/pkg/agent"
-	"sigs.k8s.io/apiserver-network-proxy/proto/agent"
 
 	"open-cluster-management.io/cluster-proxy/internal/identity"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/server"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
@@ -32,10 +24,11 @@ import (
 // port and a frontend port, as the proxy-server serves them.
 type testServer struct {
 	*server.Server
-	pki                 *framework.TunnelPKI
-	agentAddr, frontend string
+	*framework.TunnelServer
 }
 
+// startServer runs a Server with opts, and a PKI of its own, on loopback
+// (framework.ServeTunnelCore) until the test ends.
 func startServer(t *testing.T, opts server.Options) *testServer {
 	t.Helper()
 	g := NewWithT(t)
@@ -43,25 +36,10 @@ func startServer(t *testing.T, opts server.Options) *testServer {
 	g.Expect(err).NotTo(HaveOccurred())
 	s, err := server.New(opts)
 	g.Expect(err).NotTo(HaveOccurred())
-	pool := x509.NewCertPool()
-	pool.AddCert(pki.CA.Cert)
-	serve := func(certFile, keyFile string, register func(*grpc.Server)) string {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		g.Expect(err).NotTo(HaveOccurred())
-		creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
-			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})
-		gs := grpc.NewServer(grpc.Creds(creds))
-		register(gs)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		g.Expect(err).NotTo(HaveOccurred())
-		go func() { _ = gs.Serve(l) }()
-		t.Cleanup(gs.Stop)
-		return l.Addr().String()
-	}
-	ts := &testServer{Server: s, pki: pki}
-	ts.agentAddr = serve(pki.AgentServerCertFile, pki.AgentServerKeyFile, func(gs *grpc.Server) { agent.RegisterAgentServiceServer(gs, s) })
-	ts.frontend = serve(pki.ProxyServerCertFile, pki.ProxyServerKeyFile, func(gs *grpc.Server) { client.RegisterProxyServiceServer(gs, s) })
-	return ts
+	served, err := framework.ServeTunnelCore(pki, s)
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(served.Stop)
+	return &testServer{Server: s, TunnelServer: served}
 }
 
 // startAgent runs apiserver-network-proxy's stock agent (its library, in
@@ -70,16 +48,14 @@ func startServer(t *testing.T, opts server.Options) *testServer {
 func (ts *testServer) startAgent(t *testing.T, agentID, cluster, identifiers string) (stop func()) {
 	t.Helper()
 	g := NewWithT(t)
-	certFile, keyFile, err := ts.pki.AgentCert(cluster)
+	certFile, keyFile, err := ts.PKI.AgentCert(cluster)
 	g.Expect(err).NotTo(HaveOccurred())
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	g.Expect(err).NotTo(HaveOccurred())
-	pool := x509.NewCertPool()
-	pool.AddCert(ts.pki.CA.Cert)
-	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	creds := credentials.NewTLS(ts.PKI.ClientTLS(cert))
 	stopCh := make(chan struct{})
 	cfg := &anpagent.ClientSetConfig{
-		Address: ts.agentAddr, AgentID: agentID, AgentIdentifiers: identifiers,
+		Address: ts.AgentAddr, AgentID: agentID, AgentIdentifiers: identifiers,
 		SyncInterval: 100 * time.Millisecond, ProbeInterval: 100 * time.Millisecond, SyncIntervalCap: time.Second,
 		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(creds)}, XfrChannelSize: 150,
 	}
@@ -90,58 +66,6 @@ func (ts *testServer) startAgent(t *testing.T, agentID, cluster, identifiers str
 	stop = func() { once.Do(func() { close(stopCh) }) }
 	t.Cleanup(stop)
 	return stop
-}
-
-// dial opens a connection through a stock single-use konnectivity tunnel.
-func (ts *testServer) dial(ctx context.Context, address string) (net.Conn, error) {
-	cert, err := tls.X509KeyPair(ts.pki.ProxyClientCert, ts.pki.ProxyClientKey)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ts.pki.CA.Cert)
-	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
-	tunnel, err := konnectivity.CreateSingleUseGrpcTunnelWithContext(ctx, context.WithoutCancel(ctx), ts.frontend, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		return nil, err
-	}
-	return tunnel.DialContext(ctx, "tcp", address)
-}
-
-// echoServer echoes every connection on loopback.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return l.Addr().String()
-}
-
-// identityAuthorizer binds agents to their certificate's cluster, as the
-// proxy-server command does.
-func identityAuthorizer(cert *x509.Certificate, _, identifiers string) error {
-	if cert == nil {
-		return errors.New("no client certificate")
-	}
-	cluster, err := identity.ClusterFromCertificate(cert)
-	if err != nil {
-		return err
-	}
-	return identity.CheckIdentifiers(cluster, identifiers)
 }
 
 // verifyNoLeaks fails t when a goroutine started during t still runs once
@@ -177,43 +101,30 @@ func eventuallyAgents(g Gomega, ts *testServer, n int) {
 	g.Eventually(ts.Agents).WithTimeout(10 * time.Second).WithPolling(20 * time.Millisecond).Should(Equal(n))
 }
 
+// startEchoTunnel starts a Server routing by destination host, an echo
+// backend on loopback and a stock agent of cluster1 registering the
+// backend's address (ipv4=127.0.0.1), and waits until the server has the
+// agent. stopAgent stops the agent.
+func startEchoTunnel(t *testing.T) (ts *testServer, echo string, stopAgent func()) {
+	t.Helper()
+	g := NewWithT(t)
+	ts = startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
+	backend, err := framework.StartEchoServer()
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(backend.Close)
+	stopAgent = ts.startAgent(t, "agent-1", "cluster1", "ipv4=127.0.0.1")
+	eventuallyAgents(g, ts, 1)
+	return ts, backend.Addr(), stopAgent
+}
+
 func TestEchoThroughStockAgentAndClient(t *testing.T) {
 	verifyNoLeaks(t)
 	g := NewWithT(t)
-	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
-	echo := echoServer(t)
-	ts.startAgent(t, "agent-1", "cluster1", "ipv4=127.0.0.1")
-	eventuallyAgents(g, ts, 1)
+	ts, echo, _ := startEchoTunnel(t)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 20)
-	for i := range 20 {
-		wg.Go(func() {
-			conn, err := ts.dial(ctx, echo)
-			if err != nil {
-				errs <- fmt.Errorf("dial %d: %w", i, err)
-				return
-			}
-			defer func() { _ = conn.Close() }()
-			payload := bytes.Repeat([]byte{byte(i)}, 256<<10)
-			go func() { _, _ = conn.Write(payload) }()
-			got := make([]byte, len(payload))
-			if _, err := io.ReadFull(conn, got); err != nil {
-				errs <- fmt.Errorf("read %d: %w", i, err)
-				return
-			}
-			if !bytes.Equal(got, payload) {
-				errs <- fmt.Errorf("connection %d got another connection's bytes", i)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	g.Expect(framework.EchoConcurrently(ctx, ts.Dial, echo, 20, 256<<10)).To(Succeed(), "no connection gets another's bytes")
 	// Closed connections leave nothing behind on the server.
 	g.Eventually(ts.Stats).WithTimeout(10 * time.Second).Should(Equal(server.Stats{Agents: 1}))
 }
@@ -225,7 +136,7 @@ func TestNoAgentFailsAtOnce(t *testing.T) {
 	ts.startAgent(t, "agent-1", "cluster1", "ipv4=127.0.0.1")
 	eventuallyAgents(g, ts, 1)
 	start := time.Now()
-	_, err := ts.dial(t.Context(), "cluster9:443")
+	_, err := ts.Dial(t.Context(), "cluster9:443")
 	g.Expect(err).To(MatchError(ContainSubstring(server.ErrNoAgent)))
 	g.Expect(time.Since(start)).To(BeNumerically("<", 2*time.Second))
 }
@@ -236,7 +147,7 @@ func TestAgentBoundToItsCluster(t *testing.T) {
 	var refused []string
 	var mu sync.Mutex
 	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost},
-		Authorize: identityAuthorizer,
+		Authorize: tunnel.AuthorizeAgent, // as the proxy-server command does
 		Refused: func(agentID string, err error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -250,7 +161,7 @@ func TestAgentBoundToItsCluster(t *testing.T) {
 		return refused
 	}).WithTimeout(10 * time.Second).Should(ContainElement(And(HavePrefix("impostor: "), ContainSubstring("cluster cluster1 may not register identifier host=cluster2"))))
 	g.Expect(ts.Agents()).To(BeZero())
-	_, err := ts.dial(t.Context(), "cluster2:443")
+	_, err := ts.Dial(t.Context(), "cluster2:443")
 	g.Expect(err).To(MatchError(ContainSubstring(server.ErrNoAgent)), "the impostor receives no dial for cluster2")
 
 	// cluster1's own agent is admitted and receives cluster1's dials: the
@@ -258,7 +169,7 @@ func TestAgentBoundToItsCluster(t *testing.T) {
 	// dial reached it.
 	ts.startAgent(t, "agent-1", "cluster1", strings.Join(identity.AgentIdentifiers("cluster1", "open-cluster-management-cluster-proxy", true), "&"))
 	eventuallyAgents(g, ts, 1)
-	_, err = ts.dial(t.Context(), "cluster1:443")
+	_, err = ts.Dial(t.Context(), "cluster1:443")
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(err.Error()).NotTo(ContainSubstring(server.ErrNoAgent))
 	g.Expect(err.Error()).To(ContainSubstring("cluster1"))
@@ -267,11 +178,8 @@ func TestAgentBoundToItsCluster(t *testing.T) {
 func TestAgentGoneClosesItsConnections(t *testing.T) {
 	verifyNoLeaks(t)
 	g := NewWithT(t)
-	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
-	echo := echoServer(t)
-	stop := ts.startAgent(t, "agent-1", "cluster1", "ipv4=127.0.0.1")
-	eventuallyAgents(g, ts, 1)
-	conn, err := ts.dial(t.Context(), echo)
+	ts, echo, stop := startEchoTunnel(t)
+	conn, err := ts.Dial(t.Context(), echo)
 	g.Expect(err).NotTo(HaveOccurred())
 	defer func() { _ = conn.Close() }()
 	g.Expect(ts.Stats().Connections).To(Equal(1))

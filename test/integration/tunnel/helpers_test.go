@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -25,65 +24,20 @@ const (
 	logLines = 40
 )
 
-// echoServer is a TCP backend on 127.0.0.1 that writes back what it reads.
+// echoServer is the suite's TCP backend on 127.0.0.1 that writes back what
+// it reads, with its port at hand.
 type echoServer struct {
-	listener net.Listener
-	port     int
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	*framework.EchoServer
+	port int
 }
 
 // startEchoServer listens on a free loopback port.
 func startEchoServer() (*echoServer, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := framework.StartEchoServer()
 	if err != nil {
-		return nil, fmt.Errorf("failed to listen for the echo server: %w", err)
+		return nil, err
 	}
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		_ = l.Close()
-		return nil, fmt.Errorf("failed to listen for the echo server: unexpected address %s", l.Addr())
-	}
-	s := &echoServer{listener: l, port: addr.Port, conns: map[net.Conn]struct{}{}}
-	s.wg.Add(1)
-	go s.accept()
-	return s, nil
-}
-
-func (s *echoServer) accept() {
-	defer s.wg.Done()
-	for {
-		conn, err := s.listener.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.conns[conn] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			_, _ = io.Copy(conn, conn)
-			_ = conn.Close()
-			s.mu.Lock()
-			delete(s.conns, conn)
-			s.mu.Unlock()
-		}()
-	}
-}
-
-// Close stops accepting, closes open connections and waits for their
-// goroutines.
-func (s *echoServer) Close() {
-	_ = s.listener.Close()
-	s.mu.Lock()
-	for conn := range s.conns {
-		_ = conn.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	return &echoServer{EchoServer: s, port: s.Port()}, nil
 }
 
 // echoThrough dials host:<echo port> through dialer and checks one round

@@ -23,6 +23,7 @@ import (
 	"k8s.io/klog/v2"
 	utilexec "k8s.io/utils/exec"
 
+	"open-cluster-management.io/cluster-proxy/test/framework"
 	"open-cluster-management.io/cluster-proxy/test/localenv/netns"
 )
 
@@ -302,10 +303,7 @@ func (f podForwarder) PortForward(ctx context.Context, _, _ string, port int32, 
 		return fmt.Errorf("failed to connect to port %d of the pod: %w", port, err)
 	}
 	defer func() { _ = conn.Close() }()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(conn, stream); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(stream, conn); done <- struct{}{} }()
-	<-done
+	framework.Splice(conn, stream)
 	return nil
 }
 
