@@ -30,10 +30,14 @@ import (
 //   - Deployment and Service HelloService: hello-server on HelloHTTPPort
 //     and HelloHTTPSPort (a certificate from the cluster's CA, which the
 //     service-proxy trusts), answering with the cluster's name;
+//   - Deployment and Service PrometheusService: prometheus-api on
+//     PrometheusPort, a stand-in for a Prometheus server (its HTTP API's
+//     instant queries over a scrape of its own request counter);
 //   - Pod LoggerPod: log-writer, a numbered line every second;
 //   - Pod ShellPod: pause, to exec into (echo, cat, hostname).
 //
-// The chart's exposedServices list HelloService on both ports, and the
+// The chart's exposedServices list HelloService on both ports and
+// PrometheusService over HTTP, and the
 // viewer may exec into and port-forward to the namespace's pods.
 const (
 	TestNamespace     = "cpx-test"
@@ -41,6 +45,8 @@ const (
 	HelloService      = "hello"
 	HelloHTTPPort     = 8080
 	HelloHTTPSPort    = 8443
+	PrometheusService = "prometheus"
+	PrometheusPort    = 9090
 	LoggerPod         = "logger"
 	ShellPod          = "shell"
 	// helloTLSSecret holds hello-server's serving certificate.
@@ -54,11 +60,12 @@ const (
 func LoggerPrefix(cluster string) string { return "logger of " + cluster }
 
 // exposedServicesValue is the chart's exposedServices value: HelloService
-// over HTTP and HTTPS.
+// over HTTP and HTTPS, PrometheusService over HTTP.
 func exposedServicesValue() string {
 	return fmt.Sprintf("exposedServices[0].namespace=%[1]s,exposedServices[0].service=%[2]s,exposedServices[0].port=%[3]d,exposedServices[0].protocol=http,"+
-		"exposedServices[1].namespace=%[1]s,exposedServices[1].service=%[2]s,exposedServices[1].port=%[4]d,exposedServices[1].protocol=https",
-		TestNamespace, HelloService, HelloHTTPPort, HelloHTTPSPort)
+		"exposedServices[1].namespace=%[1]s,exposedServices[1].service=%[2]s,exposedServices[1].port=%[4]d,exposedServices[1].protocol=https,"+
+		"exposedServices[2].namespace=%[1]s,exposedServices[2].service=%[5]s,exposedServices[2].port=%[6]d,exposedServices[2].protocol=http",
+		TestNamespace, HelloService, HelloHTTPPort, HelloHTTPSPort, PrometheusService, PrometheusPort)
 }
 
 // DeployTestWorkloads creates (or updates) the test workload on every
@@ -102,7 +109,7 @@ func DeployTestWorkloads(ctx context.Context, env *Env, out io.Writer) error {
 					}
 				}
 			}
-			for _, app := range []string{HelloService, LoggerPod, ShellPod} {
+			for _, app := range []string{HelloService, PrometheusService, LoggerPod, ShellPod} {
 				if !ready[app] {
 					waiting = append(waiting, c+"/"+app)
 				}
@@ -166,6 +173,28 @@ func deployWorkload(ctx context.Context, client kubernetes.Interface, cluster st
 			},
 		},
 	}
+	prom := container("prometheus", "prometheus-api", "--cluster="+cluster, "--port="+strconv.Itoa(PrometheusPort))
+	prom.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: PrometheusPort}}
+	prom.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/-/ready", Port: intstr.FromInt32(PrometheusPort)}},
+		PeriodSeconds: 2}
+	promDeployment := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: PrometheusService, Namespace: TestNamespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels(PrometheusService)},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels(PrometheusService)},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{prom}},
+			},
+		},
+	}
+	promService := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: PrometheusService, Namespace: TestNamespace},
+		Spec: corev1.ServiceSpec{
+			Selector: labels(PrometheusService),
+			Ports:    []corev1.ServicePort{{Name: "http", Port: PrometheusPort, TargetPort: intstr.FromInt32(PrometheusPort)}},
+		},
+	}
 	pod := func(name string, c corev1.Container) *corev1.Pod {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: TestNamespace, Labels: labels(name)},
@@ -208,6 +237,21 @@ func deployWorkload(ctx context.Context, client kubernetes.Interface, cluster st
 		{"Service " + HelloService,
 			func() error {
 				_, err := core.Services(TestNamespace).Create(ctx, service, metav1.CreateOptions{})
+				return err
+			},
+			nil}, // unchanged: its ClusterIP is immutable
+		{"Deployment " + PrometheusService,
+			func() error {
+				_, err := apps.Deployments(TestNamespace).Create(ctx, promDeployment, metav1.CreateOptions{})
+				return err
+			},
+			func() error {
+				_, err := apps.Deployments(TestNamespace).Update(ctx, promDeployment, metav1.UpdateOptions{})
+				return err
+			}},
+		{"Service " + PrometheusService,
+			func() error {
+				_, err := core.Services(TestNamespace).Create(ctx, promService, metav1.CreateOptions{})
 				return err
 			},
 			nil}, // unchanged: its ClusterIP is immutable

@@ -7,6 +7,9 @@
 //
 //   - hello-server serves HTTP and HTTPS, answering every request with a
 //     line naming the cluster, the scheme and the request;
+//   - prometheus-api is a stand-in for a Prometheus server (a real one
+//     cannot run here): it scrapes its own request counter and answers
+//     the HTTP API's instant queries for vector selectors;
 //   - log-writer writes a numbered line at an interval;
 //   - pause waits until it is stopped;
 //   - echo, cat and hostname do what their namesakes do.
@@ -32,7 +35,7 @@ import (
 )
 
 // Programs are the programs of the image, by name.
-var Programs = []string{"hello-server", "log-writer", "pause", "echo", "cat", "hostname"}
+var Programs = []string{"hello-server", "prometheus-api", "log-writer", "pause", "echo", "cat", "hostname"}
 
 // IsProgram reports whether name is one of Programs.
 func IsProgram(name string) bool { return slices.Contains(Programs, name) }
@@ -44,6 +47,8 @@ func Main(name string, args []string) int {
 	switch name {
 	case "hello-server":
 		err = helloServer(args)
+	case "prometheus-api":
+		err = prometheusAPI(args)
 	case "log-writer":
 		err = logWriter(args)
 	case "pause":
