@@ -45,6 +45,14 @@ KUBE_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitMinor=$(KUBE_MINOR) \
 	-X k8s.io/component-base/version.gitTreeState=clean
 
+# The D2 diagram compiler that renders docs/architecture.d2, built from the
+# tool module hack/tools/d2 (its go.mod pins the version).
+D2_MOD := hack/tools/d2
+D2_VERSION := $(shell awk '$$1 == "require" && $$2 == "oss.terrastruct.com/d2" {print $$3} $$1 == "oss.terrastruct.com/d2" && $$2 ~ /^v[0-9]/ {print $$2}' $(D2_MOD)/go.mod | head -n1)
+D2 := $(TOOLS_BIN)/d2-$(D2_VERSION)
+# d2 leaves its version out of the SVG, so a tool rebuild alone changes nothing.
+D2_FLAGS := --omit-version
+
 # Tests find the control plane here (controller-runtime's envtest convention).
 export KUBEBUILDER_ASSETS ?= $(CONTROLPLANE_BIN)
 
@@ -97,8 +105,9 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD into the chart (its only copy) 
 	$(CONTROLLER_GEN) rbac:roleName=cluster-proxy-addon-manager paths=./internal/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify
-verify: $(CONTROLLER_GEN) $(HELM) ## Fail if generated code, CRDs, RBAC, the chart, the image's COPY lines and binaries, formatting, vet, go.mod tidiness or lint (incl. depguard's dependency rules) are off.
+verify: $(CONTROLLER_GEN) $(HELM) $(D2) ## Fail if generated code, CRDs, RBAC, the chart, the image's COPY lines and binaries, the architecture diagram, formatting, vet, go.mod tidiness or lint (incl. depguard's dependency rules) are off.
 	hack/verify-chart.sh "$(MAKE)" "$(CONTROLLER_GEN)" "$(HELM)"
+	hack/verify-diagram.sh "$(D2)" $(D2_FLAGS)
 	hack/verify-image.sh "$(PLATFORMS)"
 	hack/verify.sh "$(MAKE)"
 	$(MAKE) lint
@@ -107,6 +116,10 @@ verify: $(CONTROLLER_GEN) $(HELM) ## Fail if generated code, CRDs, RBAC, the cha
 lint: $(GOLANGCI_LINT) ## Run golangci-lint (config: .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
 
+.PHONY: diagram
+diagram: $(D2) ## Render the architecture diagram docs/architecture.d2 to docs/architecture.svg (commit both).
+	$(D2) $(D2_FLAGS) docs/architecture.d2 docs/architecture.svg
+
 .PHONY: fmt
 fmt: $(GOLANGCI_LINT) ## Format the code (gofmt + goimports).
 	$(GOLANGCI_LINT) fmt ./...
@@ -114,8 +127,25 @@ fmt: $(GOLANGCI_LINT) ## Format the code (gofmt + goimports).
 ##@ Build
 
 .PHONY: build
-build: ## Build all binaries into bin/ (named as in the image: manager, proxy-server, ...).
+build: ## Build all binaries into bin/ (named as in the image: manager, proxy-server, ...) and the example programs into bin/examples/.
 	hack/build.sh $(LOCALBIN) $(VERSION)
+	$(GO) build -o $(LOCALBIN)/examples/ ./examples/...
+
+# `make chart` writes the chart archive and a Helm repository index into
+# CHART_OUT; CHART_VERSION and CHART_APP_VERSION override Chart.yaml's,
+# CHART_REPO_URL makes the index's chart URLs absolute (default: relative,
+# so the directory works wherever it is served).
+CHART_OUT ?= $(CURDIR)/_output/charts
+CHART_VERSION ?=
+CHART_APP_VERSION ?=
+CHART_REPO_URL ?=
+
+.PHONY: chart
+chart: $(HELM) ## Package charts/cluster-proxy (cluster-proxy-<version>.tgz) and index it (index.yaml) in CHART_OUT, a directory `helm repo add` takes once served.
+	mkdir -p $(CHART_OUT)
+	$(HELM) package charts/cluster-proxy --destination $(CHART_OUT) \
+		$(if $(CHART_VERSION),--version $(CHART_VERSION)) $(if $(CHART_APP_VERSION),--app-version $(CHART_APP_VERSION))
+	$(HELM) repo index $(CHART_OUT) $(if $(CHART_REPO_URL),--url $(CHART_REPO_URL))
 
 .PHONY: images
 images: ## Build the multi-arch image with docker buildx (needs a container engine).
@@ -206,7 +236,7 @@ local-down: localenv ## Stop every process of the local environment and remove i
 ##@ Tools and control plane
 
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(CLIENT_GEN) $(LISTER_GEN) $(INFORMER_GEN) $(GOLANGCI_LINT) $(HELM) ## Install all pinned tools into bin/tools.
+tools: $(CONTROLLER_GEN) $(CLIENT_GEN) $(LISTER_GEN) $(INFORMER_GEN) $(GOLANGCI_LINT) $(HELM) $(D2) ## Install all pinned tools into bin/tools.
 
 # OCM's own controllers and agents for the local environment, built from the
 # tool module hack/tools/ocm (version pinned in its go.mod).
@@ -232,6 +262,10 @@ $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER): $(CONTROLPLANE_MOD)/go.mod $(CONTR
 $(ETCD): $(ETCD_MOD)/go.mod $(ETCD_MOD)/go.sum
 	@echo "building etcd (cold: about 2 minutes)"
 	cd $(ETCD_MOD) && $(GO) build -ldflags "-s -w" -o $@ .
+
+$(D2): $(D2_MOD)/go.mod $(D2_MOD)/go.sum
+	@echo "building d2 $(D2_VERSION)"
+	cd $(D2_MOD) && $(GO) build -o $@ oss.terrastruct.com/d2
 
 # go-install-tool installs package $(2) at version $(3) as the file $(1).
 define go-install-tool
