@@ -32,6 +32,8 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/konnectivity-client/proto/client"
 	agentproto "sigs.k8s.io/apiserver-network-proxy/proto/agent"
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
+
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/datastream"
 )
 
 const (
@@ -202,7 +204,8 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 		return err
 	}
 	streamCtx, cancel := context.WithCancel(ctx)
-	streamCtx = metadata.AppendToOutgoingContext(streamCtx, header.AgentID, a.opts.AgentID, header.AgentIdentifiers, a.opts.Identifiers)
+	streamCtx = metadata.AppendToOutgoingContext(streamCtx, header.AgentID, a.opts.AgentID, header.AgentIdentifiers, a.opts.Identifiers,
+		datastream.Offer, datastream.Version)
 	fail := func(err error) error {
 		cancel()
 		_ = conn.Close()
@@ -230,7 +233,8 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 			count = n
 		}
 	}
-	sc := &serverConn{agent: a, id: ids[0], conn: conn, stream: stream, cancel: cancel, conns: map[int64]*endpoint{}, dials: map[int64]context.CancelFunc{}}
+	sc := &serverConn{agent: a, id: ids[0], conn: conn, stream: stream, cancel: cancel, streams: datastream.Offered(md),
+		conns: map[int64]*endpoint{}, dials: map[int64]context.CancelFunc{}, links: map[int64]*link{}}
 	a.mu.Lock()
 	a.serverCount = count
 	if _, dup := a.servers[sc.id]; dup {
@@ -279,9 +283,14 @@ type serverConn struct {
 	cancel context.CancelFunc
 	sendMu sync.Mutex
 
+	// streams is set when the server accepted data streams (package
+	// datastream): dials are answered by them.
+	streams bool
+
 	mu     sync.Mutex
 	conns  map[int64]*endpoint
 	dials  map[int64]context.CancelFunc
+	links  map[int64]*link // dial ID -> link
 	closed bool
 }
 
@@ -304,9 +313,16 @@ func (sc *serverConn) close() {
 	for _, cancel := range sc.dials {
 		cancel()
 	}
+	links := make([]*link, 0, len(sc.links))
+	for _, l := range sc.links {
+		links = append(links, l)
+	}
 	sc.mu.Unlock()
 	for _, ep := range conns {
 		ep.close()
+	}
+	for _, l := range links {
+		l.close()
 	}
 	sc.cancel()
 	_ = sc.conn.Close()
@@ -384,7 +400,12 @@ func (sc *serverConn) serve(ctx context.Context) {
 				if cancel := sc.dials[cls.Random]; cancel != nil {
 					cancel()
 				}
+				l := sc.links[cls.Random]
 				sc.mu.Unlock()
+				if l != nil {
+					// The server gave up on handing the link's last bytes.
+					l.close()
+				}
 			}
 		default:
 			logger.V(4).Info("Ignored a packet from a proxy-server", "type", pkt.Type.String())
@@ -402,6 +423,14 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 		cancel()
 		return
 	}
+	_, pending := sc.dials[req.Random]
+	_, linked := sc.links[req.Random]
+	if pending || linked {
+		sc.mu.Unlock()
+		cancel()
+		_ = sc.send(dialResponse(req.Random, 0, "a dial with this ID is in use at the agent"))
+		return
+	}
 	sc.dials[req.Random] = cancel
 	sc.mu.Unlock()
 	sc.agent.dials.Add(1)
@@ -413,8 +442,11 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 		}
 		var d net.Dialer
 		conn, err := d.DialContext(dialCtx, network, req.Address)
+		if err == nil && sc.streams {
+			sc.answerWithLink(ctx, req.Random, conn)
+			return
+		}
 		sc.mu.Lock()
-		delete(sc.dials, req.Random)
 		closed := sc.closed
 		var ep *endpoint
 		if err == nil && !closed {
@@ -422,9 +454,7 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 			sc.conns[ep.id] = ep
 		}
 		sc.mu.Unlock()
-		// Counted as open before it stops counting as a dial, so a drain
-		// never sees the agent idle in between.
-		sc.agent.dials.Add(-1)
+		sc.dialed(req.Random)
 		if err != nil {
 			logger.V(2).Info("Failed to dial a backend", "err", err.Error())
 			_ = sc.send(dialResponse(req.Random, 0, err.Error()))
@@ -445,6 +475,32 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 		logger.V(3).Info("Dialled a backend", "connectionID", ep.id)
 		ep.run()
 	}()
+}
+
+// dialed forgets the dial random, which ended. A connection it opened is
+// counted as open before the dial stops counting, so a drain never sees
+// the agent idle in between.
+func (sc *serverConn) dialed(random int64) {
+	sc.mu.Lock()
+	delete(sc.dials, random)
+	sc.mu.Unlock()
+	sc.agent.dials.Add(-1)
+}
+
+// answerWithLink answers dial random, whose backend connection conn is
+// open, with a data stream of its own and carries the connection on it.
+func (sc *serverConn) answerWithLink(ctx context.Context, random int64, conn net.Conn) {
+	logger := klog.FromContext(ctx).WithValues("dialID", random)
+	l, err := sc.openLink(ctx, random, conn)
+	sc.dialed(random)
+	if err != nil {
+		_ = conn.Close()
+		logger.V(2).Info("Failed to open the data stream of a dial", "err", err.Error())
+		_ = sc.send(dialResponse(random, 0, fmt.Sprintf("the agent failed to open the connection's stream: %v", err)))
+		return
+	}
+	logger.V(3).Info("Dialled a backend on a data stream")
+	l.run(ctx)
 }
 
 // remove forgets connection id and returns it, or nil when it is gone.

@@ -433,10 +433,6 @@ func fuzzPacket(in *fuzzInput) *client.Packet {
 	return pkt
 }
 
-func dataPacket(connID int64, data []byte) *client.Packet {
-	return &client.Packet{Type: client.PacketType_DATA, Payload: &client.Packet_Data{Data: &client.Data{ConnectID: connID, Data: data}}}
-}
-
 // open starts a handler on a new stream and waits until it is in Recv
 // (admitted) or has returned (an agent refused).
 func (h *fuzzHarness) open(isAgent bool, agentID, identifiers string, headerFails bool) *fuzzPeer {

@@ -43,6 +43,8 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/konnectivity-client/proto/client"
 	"sigs.k8s.io/apiserver-network-proxy/proto/agent"
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
+
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/datastream"
 )
 
 // Strategy is a way to pick the agent for a dial, as
@@ -138,6 +140,9 @@ type Server struct {
 	byHost   map[string][]*backend // host, ipv4 or ipv6 identifier -> agents
 	pending  map[int64]*pendingDial
 	conns    map[connKey]*frontend
+	// nextLinkID numbers connections on data streams; links counts them.
+	nextLinkID int64
+	links      int
 
 	refusals prometheus.Counter
 }
@@ -146,9 +151,14 @@ type Server struct {
 type backend struct {
 	id          string
 	identifiers url.Values
-	stream      agent.AgentService_ConnectServer
-	sendMu      sync.Mutex
-	draining    atomic.Bool
+	// rawIdentifiers are the identifiers as the agent sent them.
+	rawIdentifiers string
+	stream         agent.AgentService_ConnectServer
+	// streams is set when the agent and this server agreed on data
+	// streams (package datastream): its dials are answered by them.
+	streams  bool
+	sendMu   sync.Mutex
+	draining atomic.Bool
 }
 
 func (b *backend) send(pkt *client.Packet) error {
@@ -166,6 +176,9 @@ type frontend struct {
 	conns map[int64]*backend
 	// dials are the frontend's pending dial IDs. Guarded by Server.mu.
 	dials map[int64]struct{}
+	// links are the frontend's connections on data streams: connect ID
+	// -> link. Guarded by Server.mu.
+	links map[int64]*link
 }
 
 func (f *frontend) send(pkt *client.Packet) error {
@@ -195,11 +208,12 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("invalid proxy-server options: %w", err)
 	}
 	return &Server{
-		opts:     o,
-		backends: map[*backend]struct{}{},
-		byHost:   map[string][]*backend{},
-		pending:  map[int64]*pendingDial{},
-		conns:    map[connKey]*frontend{},
+		opts:       o,
+		backends:   map[*backend]struct{}{},
+		byHost:     map[string][]*backend{},
+		pending:    map[int64]*pendingDial{},
+		conns:      map[connKey]*frontend{},
+		nextLinkID: linkIDBase,
 		refusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cluster_proxy_proxy_server_agent_refusals_total",
 			Help: "Agent streams refused because their certificate does not allow the identifiers they register.",
@@ -283,16 +297,21 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 			return status.Errorf(codes.PermissionDenied, "agent %s refused: %v", agentID, err)
 		}
 	}
-	if err := stream.SendHeader(metadata.Pairs(header.ServerID, s.opts.ServerID, header.ServerCount, strconv.Itoa(s.opts.ServerCount))); err != nil {
+	answer := metadata.Pairs(header.ServerID, s.opts.ServerID, header.ServerCount, strconv.Itoa(s.opts.ServerCount))
+	streams := datastream.Offered(md)
+	if streams {
+		answer.Set(datastream.Offer, datastream.Version)
+	}
+	if err := stream.SendHeader(answer); err != nil {
 		return err
 	}
-	b := &backend{id: agentID, identifiers: ids, stream: stream}
+	b := &backend{id: agentID, identifiers: ids, rawIdentifiers: rawIDs, stream: stream, streams: streams}
 	s.addBackend(b)
 	if cert != nil {
 		// Which certificate an agent holds shows whether a renewal reached it.
 		logger = logger.WithValues("certificate", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16))
 	}
-	logger.V(2).Info("Agent connected", "identifiers", rawIDs)
+	logger.V(2).Info("Agent connected", "identifiers", rawIDs, "dataStreams", streams)
 	defer func() {
 		s.removeBackend(ctx, b)
 		logger.V(2).Info("Agent disconnected")
@@ -341,6 +360,8 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 			// s.conns, so its data would reach this frontend while the
 			// other frontend still wrote into it.
 			_, takenHere := f.conns[rsp.ConnectID]
+			_, takenByLink := f.links[rsp.ConnectID]
+			takenHere = takenHere || takenByLink
 			_, takenAtAgent := s.conns[connKey{b, rsp.ConnectID}]
 			if takenHere || takenAtAgent || rsp.ConnectID == 0 {
 				s.mu.Unlock()
@@ -410,7 +431,7 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 // connections they open.
 func (s *Server) Proxy(stream client.ProxyService_ProxyServer) error {
 	ctx := stream.Context()
-	f := &frontend{stream: stream, conns: map[int64]*backend{}, dials: map[int64]struct{}{}}
+	f := &frontend{stream: stream, conns: map[int64]*backend{}, dials: map[int64]struct{}{}, links: map[int64]*link{}}
 	defer s.removeFrontend(f)
 	for {
 		pkt, err := stream.Recv()
@@ -440,21 +461,29 @@ func (s *Server) fromFrontend(ctx context.Context, f *frontend, pkt *client.Pack
 			return
 		}
 		s.mu.Lock()
-		b := f.conns[data.ConnectID]
+		b, l := f.conns[data.ConnectID], f.links[data.ConnectID]
 		s.mu.Unlock()
-		if b == nil {
+		switch {
+		case l != nil:
+			l.toLink(data.Data)
+		case b != nil:
+			_ = b.send(pkt)
+		default:
 			_ = f.send(closeResponse(data.ConnectID, "unknown connection"))
-			return
 		}
-		_ = b.send(pkt)
 	case client.PacketType_CLOSE_REQ:
 		req := pkt.GetCloseRequest()
 		if req == nil {
 			return
 		}
 		s.mu.Lock()
-		b := f.conns[req.ConnectID]
+		b, l := f.conns[req.ConnectID], f.links[req.ConnectID]
 		s.mu.Unlock()
+		if l != nil {
+			// The link's CLOSE_RSP follows once its stream has ended.
+			s.closeLink(l)
+			return
+		}
 		if b == nil {
 			_ = f.send(closeResponse(req.ConnectID, "unknown connection"))
 			return
@@ -652,7 +681,14 @@ func (s *Server) removeFrontend(f *frontend) {
 		s.dropConnLocked(connKey{b, connID})
 		closes = append(closes, closing{b, connID})
 	}
+	links := make([]*link, 0, len(f.links))
+	for _, l := range f.links {
+		links = append(links, l)
+	}
 	s.mu.Unlock()
+	for _, l := range links {
+		s.closeLink(l)
+	}
 	for _, c := range closes {
 		_ = c.b.send(closeRequest(c.connID))
 	}
@@ -684,13 +720,16 @@ func (s *Server) dropConnLocked(key connKey) *frontend {
 // Stats counts what the server tracks, for tests and metrics.
 type Stats struct {
 	Agents, PendingDials, Connections int
+	// DataStreams counts the Connections carried by data streams of their
+	// own (package datastream).
+	DataStreams int
 }
 
 // Stats returns the current counts.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Agents: len(s.backends), PendingDials: len(s.pending), Connections: len(s.conns)}
+	return Stats{Agents: len(s.backends), PendingDials: len(s.pending), Connections: len(s.conns) + s.links, DataStreams: s.links}
 }
 
 func peerCertificate(ctx context.Context) *x509.Certificate {

@@ -1,0 +1,178 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
+
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/server"
+)
+
+// backend accepts connections on loopback and hands them to the test.
+func backend(t *testing.T) (addr string, accepted <-chan net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		for {
+			select {
+			case c := <-conns:
+				_ = c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return l.Addr().String(), conns
+}
+
+// checkNoLeaks fails t when goroutines started during t outlive it and its
+// cleanups (call it first: cleanups run last-in first-out).
+func checkNoLeaks(t *testing.T) {
+	t.Helper()
+	running := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := goleak.Find(running)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Error(err)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+func TestDataStreamCarriesAConnectionBothWaysAndItsCloses(t *testing.T) {
+	checkNoLeaks(t)
+	g := NewWithT(t)
+	pki := newPKI(t)
+	h := startOurServer(t, pki, "s", 1, nil)
+	addr, accepted := backend(t)
+	startAgent(t, pki, h.AgentAddr, "cluster1", "ipv4=127.0.0.1")
+	g.Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	// The backend closes first: the client reads everything, then EOF.
+	conn, err := h.Dial(ctx, addr)
+	g.Expect(err).NotTo(HaveOccurred())
+	var b net.Conn
+	g.Eventually(accepted).Should(Receive(&b))
+	g.Expect(h.ours.Stats()).To(Equal(server.Stats{Agents: 1, Connections: 1, DataStreams: 1}),
+		"the connection is carried by a data stream of its own")
+	payload := make([]byte, 3<<20+1)
+	_, _ = rand.Read(payload)
+	go func() {
+		_, _ = b.Write(payload)
+		_ = b.Close()
+	}()
+	got, err := io.ReadAll(conn)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(bytes.Equal(got, payload)).To(BeTrue(), "read %d bytes of %d, or different ones", len(got), len(payload))
+	g.Expect(conn.Close()).To(Succeed())
+	g.Eventually(h.ours.Stats).WithTimeout(5 * time.Second).Should(Equal(server.Stats{Agents: 1}))
+
+	// The client closes first: the backend reads everything it wrote
+	// before the close, then EOF.
+	conn, err = h.Dial(ctx, addr)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(accepted).Should(Receive(&b))
+	_, err = conn.Write(payload)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(conn.Close()).To(Succeed())
+	g.Expect(b.SetReadDeadline(time.Now().Add(10 * time.Second))).To(Succeed())
+	got, err = io.ReadAll(b)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(bytes.Equal(got, payload)).To(BeTrue(), "the backend read %d bytes of %d, or different ones", len(got), len(payload))
+	_ = b.Close()
+	g.Eventually(h.ours.Stats).WithTimeout(5 * time.Second).Should(Equal(server.Stats{Agents: 1}))
+}
+
+func TestDataStreamEndsWhenItsFrontendGoes(t *testing.T) {
+	checkNoLeaks(t)
+	g := NewWithT(t)
+	pki := newPKI(t)
+	h := startOurServer(t, pki, "s", 1, nil)
+	addr, accepted := backend(t)
+	run := startAgent(t, pki, h.AgentAddr, "cluster1", "ipv4=127.0.0.1")
+	g.Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+
+	// A frontend that goes away without closing its connection: its
+	// tunnel's context ends, and with it its gRPC stream.
+	cert, err := tls.X509KeyPair(pki.ProxyClientCert, pki.ProxyClientKey)
+	g.Expect(err).NotTo(HaveOccurred())
+	tunnelCtx, endTunnel := context.WithCancel(t.Context())
+	defer endTunnel()
+	tunnel, err := konnectivity.CreateSingleUseGrpcTunnelWithContext(t.Context(), tunnelCtx, h.FrontendAddr,
+		grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientTLS(cert))))
+	g.Expect(err).NotTo(HaveOccurred())
+	conn, err := tunnel.DialContext(t.Context(), "tcp", addr)
+	g.Expect(err).NotTo(HaveOccurred())
+	var b net.Conn
+	g.Eventually(accepted).Should(Receive(&b))
+	defer func() { _ = b.Close() }()
+	g.Expect(h.ours.Stats().DataStreams).To(Equal(1))
+	g.Eventually(run.open).Should(Equal(1.0), "backend connections the agent holds")
+
+	endTunnel()
+	g.Expect(b.SetReadDeadline(time.Now().Add(10 * time.Second))).To(Succeed())
+	_, err = b.Read(make([]byte, 1))
+	g.Expect(errors.Is(err, io.EOF)).To(BeTrue(), "the backend connection was not closed: %v", err)
+	g.Eventually(h.ours.Stats).WithTimeout(5 * time.Second).Should(Equal(server.Stats{Agents: 1}))
+	g.Eventually(run.open).WithTimeout(5 * time.Second).Should(BeZero())
+	_ = conn.Close()
+}
+
+// open scrapes the agent's konnectivity_network_proxy_agent_open_endpoint_connections.
+func (r *agentRun) open() (float64, error) {
+	resp, err := http.Get("http://" + r.health + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	const name = "konnectivity_network_proxy_agent_open_endpoint_connections "
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in the agent's metrics", strings.TrimSpace(name))
+}
