@@ -372,6 +372,17 @@ func serve(conn net.Conn) {
 }
 
 func measure(ctx context.Context, p *path, size int64, rounds, dials, idle int, r *results) error {
+	// Memory first, on fresh processes: after the throughput runs their
+	// heaps hold freed memory the idle connections would reuse.
+	if p.server != nil {
+		m, err := idleMemory(ctx, p, idle)
+		if err != nil {
+			return err
+		}
+		r.add(fmt.Sprintf("proxy-server RSS with %d idle connections, MiB", idle), p.name, m.server)
+		r.add(fmt.Sprintf("proxy-agent RSS with %d idle connections, MiB", idle), p.name, m.agent)
+		r.add(fmt.Sprintf("proxy-server + agent RSS growth per idle connection (%d opened), KiB", idle), p.name, m.perConnKiB)
+	}
 	for _, streams := range []int{1, 8} {
 		for _, dir := range []byte{'D', 'U'} {
 			gbps, err := throughput(ctx, p, dir, size, streams)
@@ -404,14 +415,6 @@ func measure(ctx context.Context, p *path, size int64, rounds, dials, idle int, 
 		r.add("dial + first round trip p99, ms ("+v.label+")", p.name, d99/1000)
 	}
 
-	if p.server != nil {
-		server, agent, err := idleMemory(ctx, p, idle)
-		if err != nil {
-			return err
-		}
-		r.add(fmt.Sprintf("proxy-server RSS with %d idle connections, MiB", idle), p.name, server)
-		r.add(fmt.Sprintf("proxy-agent RSS with %d idle connections, MiB", idle), p.name, agent)
-	}
 	return nil
 }
 
@@ -517,29 +520,57 @@ func dialRoundTrips(ctx context.Context, dial func(ctx context.Context) (net.Con
 	return percentile(lat, 50), percentile(lat, 99), nil
 }
 
-func idleMemory(ctx context.Context, p *path, n int) (server, agent float64, err error) {
+// idleUse is what idle connections cost.
+type idleUse struct {
+	// server and agent are the processes' RSS with the connections open,
+	// MiB.
+	server, agent float64
+	// perConnKiB is the growth of both processes' RSS while the
+	// connections were opened, per connection.
+	perConnKiB float64
+}
+
+func idleMemory(ctx context.Context, p *path, n int) (idleUse, error) {
 	conns := make([]net.Conn, 0, n)
 	defer func() {
 		for _, c := range conns {
 			_ = c.Close()
 		}
 	}()
+	before, err := rssSum(p)
+	if err != nil {
+		return idleUse{}, err
+	}
 	for range n {
 		c, err := p.dial(ctx)
 		if err != nil {
-			return 0, 0, fmt.Errorf("failed to open idle connection %d: %w", len(conns)+1, err)
+			return idleUse{}, fmt.Errorf("failed to open idle connection %d: %w", len(conns)+1, err)
 		}
 		if _, err := c.Write([]byte{'E'}); err != nil {
-			return 0, 0, err
+			return idleUse{}, err
 		}
 		conns = append(conns, c)
 	}
 	time.Sleep(2 * time.Second)
-	if server, err = rssMiB(p.server.PID); err != nil {
-		return 0, 0, err
+	var u idleUse
+	if u.server, err = rssMiB(p.server.PID); err != nil {
+		return idleUse{}, err
 	}
-	agent, err = rssMiB(p.agent.PID)
-	return server, agent, err
+	if u.agent, err = rssMiB(p.agent.PID); err != nil {
+		return idleUse{}, err
+	}
+	u.perConnKiB = (u.server + u.agent - before) * 1024 / float64(n)
+	return u, nil
+}
+
+// rssSum is the RSS of p's server and agent, MiB.
+func rssSum(p *path) (float64, error) {
+	server, err := rssMiB(p.server.PID)
+	if err != nil {
+		return 0, err
+	}
+	agent, err := rssMiB(p.agent.PID)
+	return server + agent, err
 }
 
 func rssMiB(pid int) (float64, error) {

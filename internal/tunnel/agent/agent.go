@@ -576,12 +576,14 @@ func (ep *endpoint) run() {
 			}
 		}
 	}()
-	buf := make([]byte, readBufferSize)
+	r := newChunkReader(ep.conn)
+	defer r.release()
 	for {
-		n, err := ep.conn.Read(buf)
-		if n > 0 {
-			// Send marshals the packet before it returns: buf is free again.
-			if sendErr := ep.sc.send(dataPacket(ep.id, buf[:n])); sendErr != nil {
+		chunk, err := r.read()
+		if len(chunk) > 0 {
+			// Send marshals the packet before it returns: the chunk's
+			// buffer is free again.
+			if sendErr := ep.sc.send(dataPacket(ep.id, chunk)); sendErr != nil {
 				break
 			}
 		}

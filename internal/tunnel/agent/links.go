@@ -81,14 +81,15 @@ func (l *link) run(ctx context.Context) {
 			}
 		}
 	}()
-	buf := make([]byte, readBufferSize)
+	r := newChunkReader(l.conn)
+	defer r.release()
 	msg := &datastream.Message{}
 	for {
-		n, err := l.conn.Read(buf)
-		if n > 0 {
-			// SendMsg encodes the message before it returns: buf is free
-			// again.
-			msg.Value = buf[:n]
+		chunk, err := r.read()
+		if len(chunk) > 0 {
+			// SendMsg encodes the message before it returns: the chunk's
+			// buffer is free again.
+			msg.Value = chunk
 			if sendErr := l.stream.SendMsg(msg); sendErr != nil {
 				l.close()
 				return
