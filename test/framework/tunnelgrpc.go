@@ -12,8 +12,6 @@ import (
 	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
 	"sigs.k8s.io/apiserver-network-proxy/konnectivity-client/proto/client"
 	agentproto "sigs.k8s.io/apiserver-network-proxy/proto/agent"
-
-	"open-cluster-management.io/cluster-proxy/internal/tunnel/datastream"
 )
 
 // loopbackServerName is the server name clients of a loopback port verify:
@@ -73,13 +71,7 @@ type TunnelServer struct {
 // on a free loopback port, until Stop.
 func ServeTunnelCore(pki *TunnelPKI, core TunnelCore) (*TunnelServer, error) {
 	agentAddr, stopAgent, err := serveGRPC(pki, pki.AgentServerCertFile, pki.AgentServerKeyFile,
-		func(gs *grpc.Server) {
-			agentproto.RegisterAgentServiceServer(gs, core)
-			// Our server answers dials on data streams of their own too.
-			if h, ok := core.(datastream.Handler); ok {
-				datastream.Register(gs, h)
-			}
-		})
+		func(gs *grpc.Server) { agentproto.RegisterAgentServiceServer(gs, core) })
 	if err != nil {
 		return nil, fmt.Errorf("failed to serve the agent port: %w", err)
 	}

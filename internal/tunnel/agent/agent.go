@@ -6,9 +6,12 @@
 // types are the contract), so it works with ANP's proxy-server as with
 // ours.
 //
-// Each connection has its own writer: a backend that stops reading holds up
-// only its own connection's queue until that queue (queueSize packets) is
-// full; per-connection flow control across the stream is issue 15's work.
+// Each connection has its own writer, so a backend that stops reading
+// holds up only its own connection's queue. With our proxy-server the two
+// agree on per-connection credit (package credit): that queue is bounded
+// by the credit, and the stream never waits for it. With
+// apiserver-network-proxy's server the queue holds queueSize packets, and
+// the stream waits once it is full, as ANP's agent does.
 package agent
 
 import (
@@ -33,16 +36,16 @@ import (
 	agentproto "sigs.k8s.io/apiserver-network-proxy/proto/agent"
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
 
-	"open-cluster-management.io/cluster-proxy/internal/tunnel/datastream"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
 )
 
 const (
 	// readBufferSize is how much of a backend's output one DATA packet
 	// carries at most.
-	readBufferSize = 32 << 10
+	readBufferSize = 128 << 10
 	// queueSize is how many DATA packets wait for a slow backend before
 	// the stream they arrive on waits too (apiserver-network-proxy's
-	// agent default).
+	// agent default), unless the server agreed on credit.
 	queueSize = 150
 	// connectTimeout bounds one attempt to open a stream to a server.
 	connectTimeout = 30 * time.Second
@@ -205,7 +208,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	}
 	streamCtx, cancel := context.WithCancel(ctx)
 	streamCtx = metadata.AppendToOutgoingContext(streamCtx, header.AgentID, a.opts.AgentID, header.AgentIdentifiers, a.opts.Identifiers,
-		datastream.Offer, datastream.Version)
+		credit.Offer, credit.Version)
 	fail := func(err error) error {
 		cancel()
 		_ = conn.Close()
@@ -233,8 +236,8 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 			count = n
 		}
 	}
-	sc := &serverConn{agent: a, id: ids[0], conn: conn, stream: stream, cancel: cancel, streams: datastream.Offered(md),
-		conns: map[int64]*endpoint{}, dials: map[int64]context.CancelFunc{}, links: map[int64]*link{}}
+	sc := &serverConn{agent: a, id: ids[0], conn: conn, stream: stream, cancel: cancel, credit: credit.Offered(md),
+		conns: map[int64]*endpoint{}, dials: map[int64]context.CancelFunc{}}
 	a.mu.Lock()
 	a.serverCount = count
 	if _, dup := a.servers[sc.id]; dup {
@@ -283,14 +286,13 @@ type serverConn struct {
 	cancel context.CancelFunc
 	sendMu sync.Mutex
 
-	// streams is set when the server accepted data streams (package
-	// datastream): dials are answered by them.
-	streams bool
+	// credit is set when the server agreed on per-connection credit
+	// (package credit).
+	credit bool
 
 	mu     sync.Mutex
 	conns  map[int64]*endpoint
 	dials  map[int64]context.CancelFunc
-	links  map[int64]*link // dial ID -> link
 	closed bool
 }
 
@@ -313,16 +315,9 @@ func (sc *serverConn) close() {
 	for _, cancel := range sc.dials {
 		cancel()
 	}
-	links := make([]*link, 0, len(sc.links))
-	for _, l := range sc.links {
-		links = append(links, l)
-	}
 	sc.mu.Unlock()
 	for _, ep := range conns {
 		ep.close()
-	}
-	for _, l := range links {
-		l.close()
 	}
 	sc.cancel()
 	_ = sc.conn.Close()
@@ -381,7 +376,23 @@ func (sc *serverConn) serve(ctx context.Context) {
 				_ = sc.send(closeResponse(data.ConnectID, "unrecognized connectID"))
 				continue
 			}
-			ep.enqueue(data.Data)
+			if !ep.enqueue(data.Data) {
+				// More than its credit: the server broke the protocol.
+				logger.Info("A proxy-server sent more than a connection's credit; closing it", "connectionID", data.ConnectID)
+				if sc.remove(data.ConnectID) != nil {
+					ep.close()
+					_ = sc.send(closeResponse(data.ConnectID, "the proxy-server sent more than the connection's credit"))
+				}
+			}
+		case credit.PacketTypeWindow:
+			if id, n, ok := credit.ParseWindow(pkt); ok && sc.credit {
+				sc.mu.Lock()
+				ep := sc.conns[id]
+				sc.mu.Unlock()
+				if ep != nil {
+					ep.sendCredit.Grant(n)
+				}
+			}
 		case client.PacketType_CLOSE_REQ:
 			req := pkt.GetCloseRequest()
 			if req == nil {
@@ -400,12 +411,7 @@ func (sc *serverConn) serve(ctx context.Context) {
 				if cancel := sc.dials[cls.Random]; cancel != nil {
 					cancel()
 				}
-				l := sc.links[cls.Random]
 				sc.mu.Unlock()
-				if l != nil {
-					// The server gave up on handing the link's last bytes.
-					l.close()
-				}
 			}
 		default:
 			logger.V(4).Info("Ignored a packet from a proxy-server", "type", pkt.Type.String())
@@ -423,9 +429,7 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 		cancel()
 		return
 	}
-	_, pending := sc.dials[req.Random]
-	_, linked := sc.links[req.Random]
-	if pending || linked {
+	if _, pending := sc.dials[req.Random]; pending {
 		sc.mu.Unlock()
 		cancel()
 		_ = sc.send(dialResponse(req.Random, 0, "a dial with this ID is in use at the agent"))
@@ -442,10 +446,6 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 		}
 		var d net.Dialer
 		conn, err := d.DialContext(dialCtx, network, req.Address)
-		if err == nil && sc.streams {
-			sc.answerWithLink(ctx, req.Random, conn)
-			return
-		}
 		sc.mu.Lock()
 		closed := sc.closed
 		var ep *endpoint
@@ -487,22 +487,6 @@ func (sc *serverConn) dialed(random int64) {
 	sc.agent.dials.Add(-1)
 }
 
-// answerWithLink answers dial random, whose backend connection conn is
-// open, with a data stream of its own and carries the connection on it.
-func (sc *serverConn) answerWithLink(ctx context.Context, random int64, conn net.Conn) {
-	logger := klog.FromContext(ctx).WithValues("dialID", random)
-	l, err := sc.openLink(ctx, random, conn)
-	sc.dialed(random)
-	if err != nil {
-		_ = conn.Close()
-		logger.V(2).Info("Failed to open the data stream of a dial", "err", err.Error())
-		_ = sc.send(dialResponse(random, 0, fmt.Sprintf("the agent failed to open the connection's stream: %v", err)))
-		return
-	}
-	logger.V(3).Info("Dialled a backend on a data stream")
-	l.run(ctx)
-}
-
 // remove forgets connection id and returns it, or nil when it is gone.
 func (sc *serverConn) remove(id int64) *endpoint {
 	sc.mu.Lock()
@@ -510,92 +494,6 @@ func (sc *serverConn) remove(id int64) *endpoint {
 	ep := sc.conns[id]
 	delete(sc.conns, id)
 	return ep
-}
-
-// endpoint is one backend connection.
-type endpoint struct {
-	sc                    *serverConn
-	id                    int64
-	conn                  net.Conn
-	queue                 chan []byte
-	done                  chan struct{}
-	closeOnce, finishOnce sync.Once
-}
-
-func newEndpoint(sc *serverConn, id int64, conn net.Conn) *endpoint {
-	sc.agent.open.Add(1)
-	return &endpoint{sc: sc, id: id, conn: conn, queue: make(chan []byte, queueSize), done: make(chan struct{})}
-}
-
-// enqueue hands data to the connection's writer; it waits while the queue
-// is full, and drops data for a closed connection.
-func (ep *endpoint) enqueue(data []byte) {
-	select {
-	case ep.queue <- data:
-	case <-ep.done:
-	}
-}
-
-// finish ends the queue: the writer writes what is queued, then closes the
-// connection. Only the stream's serve loop enqueues, and it forgets the
-// connection before it calls finish, so nothing is enqueued afterwards.
-func (ep *endpoint) finish() {
-	ep.finishOnce.Do(func() {
-		_ = ep.conn.SetWriteDeadline(time.Now().Add(finishTimeout))
-		close(ep.queue)
-	})
-}
-
-// close closes the backend connection (once).
-func (ep *endpoint) close() {
-	ep.closeOnce.Do(func() {
-		close(ep.done)
-		_ = ep.conn.Close()
-		ep.sc.agent.open.Add(-1)
-	})
-}
-
-// run writes queued data to the backend and sends what it reads to the
-// server, until either side ends; a backend that ends first is reported
-// with CLOSE_RSP.
-func (ep *endpoint) run() {
-	go func() {
-		for {
-			select {
-			case data, ok := <-ep.queue:
-				if !ok {
-					ep.close()
-					return
-				}
-				if _, err := ep.conn.Write(data); err != nil {
-					ep.close()
-					return
-				}
-			case <-ep.done:
-				return
-			}
-		}
-	}()
-	r := newChunkReader(ep.conn)
-	defer r.release()
-	for {
-		chunk, err := r.read()
-		if len(chunk) > 0 {
-			// Send marshals the packet before it returns: the chunk's
-			// buffer is free again.
-			if sendErr := ep.sc.send(dataPacket(ep.id, chunk)); sendErr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	// Whoever removes the connection first tells the server.
-	if ep.sc.remove(ep.id) != nil {
-		_ = ep.sc.send(closeResponse(ep.id, ""))
-	}
-	ep.close()
 }
 
 func drainPacket() *client.Packet {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -29,7 +30,7 @@ func TestChunkReaderGrowsWhileStreamingAndShrinksWhenIdle(t *testing.T) {
 		chunk, err := r.read()
 		got.Write(chunk)
 		bufSizes = append(bufSizes, cap(chunk))
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/proto/agent"
 
 	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
-	"open-cluster-management.io/cluster-proxy/internal/tunnel/datastream"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/endpoints"
 )
 
@@ -82,7 +81,6 @@ func Run(ctx context.Context, c RunConfig) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: agentKeepaliveMinTime, PermitWithoutStream: true}),
 	)
 	agent.RegisterAgentServiceServer(agentServer, s)
-	datastream.Register(agentServer, s)
 	agentListener, err := net.Listen("tcp", c.AgentAddress)
 	if err != nil {
 		return fmt.Errorf("failed to listen for agents on %s: %w", c.AgentAddress, err)

@@ -44,7 +44,7 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/proto/agent"
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
 
-	"open-cluster-management.io/cluster-proxy/internal/tunnel/datastream"
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
 )
 
 // Strategy is a way to pick the agent for a dial, as
@@ -140,9 +140,8 @@ type Server struct {
 	byHost   map[string][]*backend // host, ipv4 or ipv6 identifier -> agents
 	pending  map[int64]*pendingDial
 	conns    map[connKey]*frontend
-	// nextLinkID numbers connections on data streams; links counts them.
-	nextLinkID int64
-	links      int
+	// routes are the connections of agents that agreed on credit.
+	routes map[connKey]*route
 
 	refusals prometheus.Counter
 }
@@ -154,9 +153,9 @@ type backend struct {
 	// rawIdentifiers are the identifiers as the agent sent them.
 	rawIdentifiers string
 	stream         agent.AgentService_ConnectServer
-	// streams is set when the agent and this server agreed on data
-	// streams (package datastream): its dials are answered by them.
-	streams  bool
+	// credit is set when the agent and this server agreed on
+	// per-connection credit (package credit).
+	credit   bool
 	sendMu   sync.Mutex
 	draining atomic.Bool
 }
@@ -176,9 +175,6 @@ type frontend struct {
 	conns map[int64]*backend
 	// dials are the frontend's pending dial IDs. Guarded by Server.mu.
 	dials map[int64]struct{}
-	// links are the frontend's connections on data streams: connect ID
-	// -> link. Guarded by Server.mu.
-	links map[int64]*link
 }
 
 func (f *frontend) send(pkt *client.Packet) error {
@@ -208,12 +204,12 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("invalid proxy-server options: %w", err)
 	}
 	return &Server{
-		opts:       o,
-		backends:   map[*backend]struct{}{},
-		byHost:     map[string][]*backend{},
-		pending:    map[int64]*pendingDial{},
-		conns:      map[connKey]*frontend{},
-		nextLinkID: linkIDBase,
+		opts:     o,
+		backends: map[*backend]struct{}{},
+		byHost:   map[string][]*backend{},
+		pending:  map[int64]*pendingDial{},
+		conns:    map[connKey]*frontend{},
+		routes:   map[connKey]*route{},
 		refusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cluster_proxy_proxy_server_agent_refusals_total",
 			Help: "Agent streams refused because their certificate does not allow the identifiers they register.",
@@ -298,20 +294,20 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 		}
 	}
 	answer := metadata.Pairs(header.ServerID, s.opts.ServerID, header.ServerCount, strconv.Itoa(s.opts.ServerCount))
-	streams := datastream.Offered(md)
-	if streams {
-		answer.Set(datastream.Offer, datastream.Version)
+	withCredit := credit.Offered(md)
+	if withCredit {
+		answer.Set(credit.Offer, credit.Version)
 	}
 	if err := stream.SendHeader(answer); err != nil {
 		return err
 	}
-	b := &backend{id: agentID, identifiers: ids, rawIdentifiers: rawIDs, stream: stream, streams: streams}
+	b := &backend{id: agentID, identifiers: ids, rawIdentifiers: rawIDs, stream: stream, credit: withCredit}
 	s.addBackend(b)
 	if cert != nil {
 		// Which certificate an agent holds shows whether a renewal reached it.
 		logger = logger.WithValues("certificate", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16))
 	}
-	logger.V(2).Info("Agent connected", "identifiers", rawIDs, "dataStreams", streams)
+	logger.V(2).Info("Agent connected", "identifiers", rawIDs, "credit", withCredit)
 	defer func() {
 		s.removeBackend(ctx, b)
 		logger.V(2).Info("Agent disconnected")
@@ -360,8 +356,6 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 			// s.conns, so its data would reach this frontend while the
 			// other frontend still wrote into it.
 			_, takenHere := f.conns[rsp.ConnectID]
-			_, takenByLink := f.links[rsp.ConnectID]
-			takenHere = takenHere || takenByLink
 			_, takenAtAgent := s.conns[connKey{b, rsp.ConnectID}]
 			if takenHere || takenAtAgent || rsp.ConnectID == 0 {
 				s.mu.Unlock()
@@ -371,6 +365,9 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 			}
 			f.conns[rsp.ConnectID] = b
 			s.conns[connKey{b, rsp.ConnectID}] = f
+			if b.credit {
+				s.routes[connKey{b, rsp.ConnectID}] = newRoute(f, b, rsp.ConnectID)
+			}
 		}
 		s.mu.Unlock()
 		logger.V(3).Info("Dial answered", "dialID", rsp.Random, "connectionID", rsp.ConnectID, "address", pd.address,
@@ -401,22 +398,46 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 			return
 		}
 		s.mu.Lock()
-		f := s.conns[connKey{b, data.ConnectID}]
+		f, r := s.conns[connKey{b, data.ConnectID}], s.routes[connKey{b, data.ConnectID}]
 		s.mu.Unlock()
-		if f == nil {
+		switch {
+		case r != nil:
+			if !r.push(pkt, len(data.Data)) {
+				logger.Info("An agent sent more than a connection's credit; closing it", "connectionID", data.ConnectID)
+				s.mu.Lock()
+				s.dropConnLocked(connKey{b, data.ConnectID})
+				s.mu.Unlock()
+				_ = b.send(closeRequest(data.ConnectID))
+				r.push(closeResponse(data.ConnectID, fmt.Sprintf("agent %s sent more than the connection's credit", b.id)), 0)
+			}
+		case f != nil:
+			_ = f.send(pkt)
+		default:
 			_ = b.send(closeRequest(data.ConnectID))
-			return
 		}
-		_ = f.send(pkt)
+	case credit.PacketTypeWindow:
+		if connID, n, ok := credit.ParseWindow(pkt); ok {
+			s.mu.Lock()
+			r := s.routes[connKey{b, connID}]
+			s.mu.Unlock()
+			if r != nil {
+				r.toAgent.Grant(n)
+			}
+		}
 	case client.PacketType_CLOSE_RSP:
 		rsp := pkt.GetCloseResponse()
 		if rsp == nil {
 			return
 		}
 		s.mu.Lock()
+		r := s.routes[connKey{b, rsp.ConnectID}]
 		f := s.dropConnLocked(connKey{b, rsp.ConnectID})
 		s.mu.Unlock()
-		if f != nil {
+		switch {
+		case r != nil:
+			// After the connection's queued DATA.
+			r.push(pkt, 0)
+		case f != nil:
 			_ = f.send(pkt)
 		}
 	case client.PacketType_DRAIN:
@@ -431,7 +452,7 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 // connections they open.
 func (s *Server) Proxy(stream client.ProxyService_ProxyServer) error {
 	ctx := stream.Context()
-	f := &frontend{stream: stream, conns: map[int64]*backend{}, dials: map[int64]struct{}{}, links: map[int64]*link{}}
+	f := &frontend{stream: stream, conns: map[int64]*backend{}, dials: map[int64]struct{}{}}
 	defer s.removeFrontend(f)
 	for {
 		pkt, err := stream.Recv()
@@ -461,11 +482,15 @@ func (s *Server) fromFrontend(ctx context.Context, f *frontend, pkt *client.Pack
 			return
 		}
 		s.mu.Lock()
-		b, l := f.conns[data.ConnectID], f.links[data.ConnectID]
+		b := f.conns[data.ConnectID]
+		var r *route
+		if b != nil {
+			r = s.routes[connKey{b, data.ConnectID}]
+		}
 		s.mu.Unlock()
 		switch {
-		case l != nil:
-			l.toLink(data.Data)
+		case r != nil:
+			r.toAgentData(data.Data)
 		case b != nil:
 			_ = b.send(pkt)
 		default:
@@ -477,13 +502,8 @@ func (s *Server) fromFrontend(ctx context.Context, f *frontend, pkt *client.Pack
 			return
 		}
 		s.mu.Lock()
-		b, l := f.conns[req.ConnectID], f.links[req.ConnectID]
+		b := f.conns[req.ConnectID]
 		s.mu.Unlock()
-		if l != nil {
-			// The link's CLOSE_RSP follows once its stream has ended.
-			s.closeLink(l)
-			return
-		}
 		if b == nil {
 			_ = f.send(closeResponse(req.ConnectID, "unknown connection"))
 			return
@@ -648,10 +668,16 @@ func (s *Server) removeBackend(ctx context.Context, b *backend) {
 	}
 	for key, f := range s.conns {
 		if key.backend == b {
+			r := s.routes[key]
 			s.dropConnLocked(key)
 			// No error text, as apiserver-network-proxy's server: the
 			// konnectivity client returns it from Close, which would fail
 			// a caller that only closes what the remote already closed.
+			if r != nil {
+				// After the connection's queued DATA.
+				r.push(closeResponse(key.connID, ""), 0)
+				continue
+			}
 			notices = append(notices, notice{f, closeResponse(key.connID, "")})
 		}
 	}
@@ -681,14 +707,7 @@ func (s *Server) removeFrontend(f *frontend) {
 		s.dropConnLocked(connKey{b, connID})
 		closes = append(closes, closing{b, connID})
 	}
-	links := make([]*link, 0, len(f.links))
-	for _, l := range f.links {
-		links = append(links, l)
-	}
 	s.mu.Unlock()
-	for _, l := range links {
-		s.closeLink(l)
-	}
 	for _, c := range closes {
 		_ = c.b.send(closeRequest(c.connID))
 	}
@@ -711,6 +730,10 @@ func (s *Server) dropConnLocked(key connKey) *frontend {
 		return nil
 	}
 	delete(s.conns, key)
+	if r := s.routes[key]; r != nil {
+		delete(s.routes, key)
+		r.close()
+	}
 	if f.conns[key.connID] == key.backend {
 		delete(f.conns, key.connID)
 	}
@@ -720,16 +743,16 @@ func (s *Server) dropConnLocked(key connKey) *frontend {
 // Stats counts what the server tracks, for tests and metrics.
 type Stats struct {
 	Agents, PendingDials, Connections int
-	// DataStreams counts the Connections carried by data streams of their
-	// own (package datastream).
-	DataStreams int
+	// WithCredit counts the Connections under per-connection credit
+	// (package credit).
+	WithCredit int
 }
 
 // Stats returns the current counts.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Agents: len(s.backends), PendingDials: len(s.pending), Connections: len(s.conns) + s.links, DataStreams: s.links}
+	return Stats{Agents: len(s.backends), PendingDials: len(s.pending), Connections: len(s.conns), WithCredit: len(s.routes)}
 }
 
 func peerCertificate(ctx context.Context) *x509.Certificate {
