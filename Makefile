@@ -209,7 +209,7 @@ test-helm: $(HELM) controlplane ## Test the Helm chart: lint, renders, RBAC and 
 BENCH_ARGS ?=
 
 .PHONY: bench
-bench: $(KUBE_APISERVER) $(ETCD) ## Measure direct TCP vs our tunnel vs ANP's stock binaries, and kube GETs direct vs our user-server vs per-request tunnels, on loopback (idle machine; docs/benchmarks.md).
+bench: $(KUBE_APISERVER) $(ETCD) ## Measure direct TCP vs our tunnel vs ANP's stock binaries, 3,500 simulated agents on our proxy-server vs ANP's, and kube GETs direct vs our user-server vs per-request tunnels, on loopback (idle machine; docs/benchmarks.md).
 	$(GO) run ./test/bench $(BENCH_ARGS)
 
 ##@ Local environment

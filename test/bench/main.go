@@ -58,11 +58,12 @@ func main() {
 	dials := flag.Int("dials", 200, "dials (plus first round trip) per path")
 	idle := flag.Int("idle", 1000, "idle tunnelled connections for the memory figure")
 	gets := flag.Int("gets", 2000, "small kube GETs per user-server path, after a warm-up (0 skips the kube-apiserver and user-server rows)")
+	agents := flag.Int("agents", 3500, "simulated agents for the scale table (0 skips it)")
 	flag.Parse()
 	// envtest logs through controller-runtime's logger; its failures come
 	// back as errors, so its logs are not needed.
 	logf.SetLogger(logr.Discard())
-	if err := run(*size, *rounds, *dials, *idle, *gets); err != nil {
+	if err := run(*size, *rounds, *dials, *idle, *gets, *agents); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -77,7 +78,7 @@ type path struct {
 	server, agent   *framework.Process
 }
 
-func run(size int64, rounds, dials, idle, gets int) error {
+func run(size int64, rounds, dials, idle, gets, agents int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "cluster-proxy-bench-")
 	if err != nil {
@@ -93,6 +94,11 @@ func run(size int64, rounds, dials, idle, gets int) error {
 	fmt.Printf("cluster-proxy benchmark, %s, loopback, %d CPUs\n\n", time.Now().UTC().Format(time.RFC3339), numCPU())
 	if err := measureTunnels(ctx, dir, bins, size, rounds, dials, idle); err != nil {
 		return err
+	}
+	if agents > 0 {
+		if err := measureScale(ctx, dir, bins, agents); err != nil {
+			return err
+		}
 	}
 	if gets > 0 {
 		return measureKubeGETs(ctx, dir, bins, gets)

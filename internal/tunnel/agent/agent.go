@@ -76,6 +76,9 @@ type Options struct {
 	KeepaliveTime time.Duration
 	// DialTimeout bounds a backend dial.
 	DialTimeout time.Duration
+	// Dial connects to backends; nil dials with net.Dialer. Agent
+	// simulators set it to serve many clusters' backends in one process.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // Validate reports every invalid option.
@@ -444,8 +447,12 @@ func (sc *serverConn) dial(ctx context.Context, req *client.DialRequest) {
 		if network == "" {
 			network = "tcp"
 		}
-		var d net.Dialer
-		conn, err := d.DialContext(dialCtx, network, req.Address)
+		dial := sc.agent.opts.Dial
+		if dial == nil {
+			var d net.Dialer
+			dial = d.DialContext
+		}
+		conn, err := dial(dialCtx, network, req.Address)
 		sc.mu.Lock()
 		closed := sc.closed
 		var ep *endpoint

@@ -66,7 +66,7 @@ func Run(ctx context.Context, stop <-chan struct{}, c RunConfig) error {
 			}, func() float64 { return float64(a.Servers()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: "konnectivity_network_proxy", Subsystem: "agent", Name: "open_endpoint_connections",
-				Help: "Open backend connections and dials in flight.",
+				Help: "Open backend connections.",
 			}, func() float64 { return float64(a.Open()) }),
 		},
 		EnableProfiling: c.EnableProfiling, EnableContentionProfiling: c.EnableContentionProfiling,

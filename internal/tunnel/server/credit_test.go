@@ -12,6 +12,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -94,6 +95,32 @@ func (a *rawAgent) acceptDial(t *testing.T, connID int64) <-chan []byte {
 	return data
 }
 
+// openConnections reads cluster_proxy_proxy_server_open_connections with
+// flow_control=flowControl from the server's collectors.
+func openConnections(t *testing.T, s *server.Server, flowControl string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Collectors()...)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "cluster_proxy_proxy_server_open_connections" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "flow_control" && l.GetValue() == flowControl {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no cluster_proxy_proxy_server_open_connections{flow_control=%q}", flowControl)
+	return 0
+}
+
 // received sums what arrives on data until nothing more comes for quiet.
 func received(data <-chan []byte, quiet time.Duration, into *bytes.Buffer) {
 	for {
@@ -132,6 +159,8 @@ func TestServerSendsAnAgentNoMoreThanItsCredit(t *testing.T) {
 	g.Expect(conn).NotTo(BeNil())
 	defer func() { _ = conn.Close() }()
 	g.Expect(ts.Stats().WithCredit).To(Equal(1))
+	g.Expect(openConnections(t, ts.Server, "credit")).To(Equal(1.0))
+	g.Expect(openConnections(t, ts.Server, "none")).To(Equal(0.0))
 
 	payload := make([]byte, 3*credit.Window)
 	_, _ = rand.Read(payload)

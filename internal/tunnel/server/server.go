@@ -217,8 +217,9 @@ func New(o Options) (*Server, error) {
 	}, nil
 }
 
-// Collectors are the server's metrics. Two keep apiserver-network-proxy's
-// names, so dashboards built on its proxy-server keep working:
+// Collectors are the server's metrics (docs/metrics.md). Two keep
+// apiserver-network-proxy's names, so dashboards built on its proxy-server
+// keep working:
 // konnectivity_network_proxy_server_ready_backend_connections (one per
 // host identifier an agent registered, plus one per agent when a default
 // strategy is in use) and
@@ -248,6 +249,14 @@ func (s *Server) Collectors() []prometheus.Collector {
 			Namespace: "konnectivity_network_proxy", Subsystem: "server", Name: "pending_backend_dials",
 			Help: "Dials sent to an agent and not yet answered.",
 		}, func() float64 { return float64(s.Stats().PendingDials) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cluster_proxy_proxy_server_open_connections", ConstLabels: prometheus.Labels{"flow_control": "credit"},
+			Help: "Open tunnelled connections, by flow control: credit (our agent, per-connection credit) or none (konnectivity's protocol alone).",
+		}, func() float64 { return float64(s.Stats().WithCredit) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cluster_proxy_proxy_server_open_connections", ConstLabels: prometheus.Labels{"flow_control": "none"},
+			Help: "Open tunnelled connections, by flow control: credit (our agent, per-connection credit) or none (konnectivity's protocol alone).",
+		}, func() float64 { st := s.Stats(); return float64(st.Connections - st.WithCredit) }),
 		s.refusals,
 	}
 }
