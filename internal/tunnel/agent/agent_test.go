@@ -126,6 +126,7 @@ func newPKI(t *testing.T) *framework.TunnelPKI {
 }
 
 func TestEchoThroughOurServerAndAgent(t *testing.T) {
+	checkNoLeaks(t)
 	g := NewWithT(t)
 	pki := newPKI(t)
 	// No identity binding: the backend listens on 127.0.0.1, which the
@@ -143,6 +144,7 @@ func TestEchoThroughOurServerAndAgent(t *testing.T) {
 }
 
 func TestOurAgentAgainstANPServer(t *testing.T) {
+	checkNoLeaks(t)
 	g := NewWithT(t)
 	pki := newPKI(t)
 	h := startANPServer(t, pki)
@@ -157,6 +159,7 @@ func TestOurAgentAgainstANPServer(t *testing.T) {
 }
 
 func TestAgentHoldsEveryServer(t *testing.T) {
+	checkNoLeaks(t)
 	g := NewWithT(t)
 	pki := newPKI(t)
 	a, b := startOurServer(t, pki, "a", 2, tunnel.AuthorizeAgent), startOurServer(t, pki, "b", 2, tunnel.AuthorizeAgent)
@@ -168,6 +171,7 @@ func TestAgentHoldsEveryServer(t *testing.T) {
 }
 
 func TestRefusedAgentKeepsTrying(t *testing.T) {
+	checkNoLeaks(t)
 	g := NewWithT(t)
 	pki := newPKI(t)
 	h := startOurServer(t, pki, "s", 1, tunnel.AuthorizeAgent)
@@ -178,6 +182,7 @@ func TestRefusedAgentKeepsTrying(t *testing.T) {
 }
 
 func TestAgentCertificateRenewedOnDisk(t *testing.T) {
+	checkNoLeaks(t)
 	g := NewWithT(t)
 	pki := newPKI(t)
 	var seen sync.Map // serial -> true
@@ -222,6 +227,7 @@ func TestAgentCertificateRenewedOnDisk(t *testing.T) {
 }
 
 func TestAgentTrustsTheCAFileAsItIsNow(t *testing.T) {
+	checkNoLeaks(t)
 	g := NewWithT(t)
 	pki, other := newPKI(t), newPKI(t)
 	h := startOurServer(t, pki, "s", 1, tunnel.AuthorizeAgent)

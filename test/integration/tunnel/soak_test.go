@@ -25,13 +25,14 @@ const (
 	// a throughput target (about 15 s here on 2 shared cores).
 	soakBound = 3 * time.Minute
 
-	// The proxy-server's resource metrics (Prometheus's Go and process
-	// collectors on its health port).
+	// The resource metrics of the proxy-server and the agent (Prometheus's
+	// Go and process collectors on their health ports).
 	serverGoroutines = "go_goroutines"
 	serverOpenFDs    = "process_open_fds"
 
 	// soakGoroutineSlack and soakFDSlack are how far above the resting
-	// baseline the proxy-server may end. At rest it holds the same things
+	// baseline the proxy-server (and the agent) may end. At rest the
+	// proxy-server holds the same things
 	// before and after: its four listeners, the agent's connection and
 	// stream, the Dialer's gRPC connection (its dials' streams all ended),
 	// and the connection of the scrape that measures it. The slack covers
@@ -48,7 +49,7 @@ const (
 )
 
 var _ = Describe("The tunnel over many dials", Label("tunnel", "soak"), func() {
-	It("carries 10,000 dials and leaves the proxy-server's goroutines and open files at their baseline", func(ctx SpecContext) {
+	It("carries 10,000 dials and leaves the proxy-server's and the agent's goroutines and open files at their baseline", func(ctx SpecContext) {
 		server := startProxyServer("soak-proxy-server", 1)
 		agent := startProxyAgent("soak-proxy-agent", cluster, server.ports.Agent, "127.0.0.1")
 		waitHTTPOK(server.healthURL("/readyz"), readyTimeout, server.process, agent.process)
@@ -71,8 +72,12 @@ var _ = Describe("The tunnel over many dials", Label("tunnel", "soak"), func() {
 		for i := range soakConcurrency {
 			Expect(echoThrough(ctx, dialer, cluster, fmt.Sprintf("warm-up %d", i))).To(Succeed())
 		}
-		baseGoroutines, baseFDs := restingLevels(ctx, server)
-		GinkgoWriter.Printf("proxy-server at rest before the soak: %v goroutines, %v open file descriptors\n", baseGoroutines, baseFDs)
+		processes := []restingProcess{{"proxy-server", server.healthURL("/metrics")}, {"proxy-agent", agent.healthURL("/metrics")}}
+		base := make([]levels, len(processes))
+		for i, p := range processes {
+			base[i] = restingLevels(ctx, p.metrics)
+			GinkgoWriter.Printf("%s at rest before the soak: %v goroutines, %v open file descriptors\n", p.name, base[i].goroutines, base[i].fds)
+		}
 
 		soakCtx, cancel := context.WithTimeout(ctx, soakBound)
 		defer cancel()
@@ -108,22 +113,21 @@ var _ = Describe("The tunnel over many dials", Label("tunnel", "soak"), func() {
 		// and released what served them.
 		Eventually(metricFunc(server.healthURL("/metrics"), serverPendingDials)).WithContext(ctx).
 			WithTimeout(settleBound).Should(BeZero())
-		var goroutines, fds float64
-		Eventually(func(ctx context.Context) error {
-			var err error
-			if goroutines, err = scrapeMetric(ctx, server.healthURL("/metrics"), serverGoroutines); err != nil {
-				return err
-			}
-			if fds, err = scrapeMetric(ctx, server.healthURL("/metrics"), serverOpenFDs); err != nil {
-				return err
-			}
-			if goroutines > baseGoroutines+soakGoroutineSlack || fds > baseFDs+soakFDSlack {
-				return fmt.Errorf("%v goroutines and %v open file descriptors, baseline %v and %v", goroutines, fds, baseGoroutines, baseFDs)
-			}
-			return nil
-		}).WithContext(ctx).WithTimeout(settleBound).WithPolling(250*time.Millisecond).Should(Succeed(),
-			"the proxy-server did not come back to its resting goroutines and file descriptors")
-		GinkgoWriter.Printf("proxy-server at rest after the soak: %v goroutines, %v open file descriptors\n", goroutines, fds)
+		for i, p := range processes {
+			var now levels
+			Eventually(func(ctx context.Context) error {
+				var err error
+				if now, err = scrapeLevels(ctx, p.metrics); err != nil {
+					return err
+				}
+				if now.goroutines > base[i].goroutines+soakGoroutineSlack || now.fds > base[i].fds+soakFDSlack {
+					return fmt.Errorf("%v goroutines and %v open file descriptors, baseline %v and %v", now.goroutines, now.fds, base[i].goroutines, base[i].fds)
+				}
+				return nil
+			}).WithContext(ctx).WithTimeout(settleBound).WithPolling(250*time.Millisecond).Should(Succeed(),
+				"the %s did not come back to its resting goroutines and file descriptors", p.name)
+			GinkgoWriter.Printf("%s at rest after the soak: %v goroutines, %v open file descriptors\n", p.name, now.goroutines, now.fds)
+		}
 
 		// The client side let go of everything too.
 		Expect(dialer.Close()).To(Succeed())
@@ -132,28 +136,41 @@ var _ = Describe("The tunnel over many dials", Label("tunnel", "soak"), func() {
 	})
 })
 
-// restingLevels returns the proxy-server's goroutines and open file
-// descriptors once three scrapes in a row agree, so that the baseline is
-// not taken while something is still winding down.
-func restingLevels(ctx context.Context, server *proxyServer) (goroutines, fds float64) {
+// restingProcess is a process the soak checks, by its metrics URL.
+type restingProcess struct{ name, metrics string }
+
+// levels are a process's goroutines and open file descriptors.
+type levels struct{ goroutines, fds float64 }
+
+// scrapeLevels reads a process's levels from its metrics.
+func scrapeLevels(ctx context.Context, metrics string) (levels, error) {
+	g, err := scrapeMetric(ctx, metrics, serverGoroutines)
+	if err != nil {
+		return levels{}, err
+	}
+	f, err := scrapeMetric(ctx, metrics, serverOpenFDs)
+	if err != nil {
+		return levels{}, err
+	}
+	return levels{g, f}, nil
+}
+
+// restingLevels returns a process's goroutines and open file descriptors
+// once three scrapes in a row agree, so that the baseline is not taken
+// while something is still winding down.
+func restingLevels(ctx context.Context, metrics string) levels {
 	GinkgoHelper()
-	type levels struct{ goroutines, fds float64 }
 	var seen []levels
 	Eventually(func(ctx context.Context) error {
-		g, err := scrapeMetric(ctx, server.healthURL("/metrics"), serverGoroutines)
+		l, err := scrapeLevels(ctx, metrics)
 		if err != nil {
 			return err
 		}
-		f, err := scrapeMetric(ctx, server.healthURL("/metrics"), serverOpenFDs)
-		if err != nil {
-			return err
-		}
-		seen = append(seen, levels{g, f})
+		seen = append(seen, l)
 		if n := len(seen); n < 3 || seen[n-1] != seen[n-2] || seen[n-2] != seen[n-3] {
 			return fmt.Errorf("not settled yet: %v", seen)
 		}
 		return nil
 	}).WithContext(ctx).WithTimeout(settleBound).WithPolling(200 * time.Millisecond).Should(Succeed())
-	last := seen[len(seen)-1]
-	return last.goroutines, last.fds
+	return seen[len(seen)-1]
 }
