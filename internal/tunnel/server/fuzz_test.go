@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"go.uber.org/goleak"
@@ -23,6 +25,8 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/apiserver-network-proxy/konnectivity-client/proto/client"
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
+
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
 )
 
 // The fuzz target drives the real Connect and Proxy handlers over
@@ -199,6 +203,9 @@ type fuzzHarness struct {
 
 	dials map[dialRef]*fuzzPeer
 	conns map[connRef]*fuzzPeer
+	// routes are the server's routes (connections under credit) seen so
+	// far whose queues may still hold packets.
+	routes map[*route]struct{}
 }
 
 // fuzzInput reads the fuzz bytes; past the end it reads zeros.
@@ -246,7 +253,8 @@ func runPacketSequence(t *testing.T, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &fuzzHarness{t: t, s: s, strategies: strategies, dials: map[dialRef]*fuzzPeer{}, conns: map[connRef]*fuzzPeer{}}
+	h := &fuzzHarness{t: t, s: s, strategies: strategies, dials: map[dialRef]*fuzzPeer{}, conns: map[connRef]*fuzzPeer{},
+		routes: map[*route]struct{}{}}
 	for ops := 0; in.pos < len(in.data) && ops < maxFuzzOps; ops++ {
 		h.apply(in)
 		h.checkState()
@@ -283,14 +291,16 @@ func (h *fuzzHarness) apply(in *fuzzInput) {
 	switch op {
 	case opOpenFrontend:
 		if h.frontends[slot] == nil {
-			h.frontends[slot] = h.open(false, "", "", false)
+			h.frontends[slot] = h.open(false, "", "", false, false)
 		}
 	case opOpenAgent:
 		agentID := fuzzAgentIDs[in.pick(len(fuzzAgentIDs))]
 		ids := fuzzIdentifiers[in.pick(len(fuzzIdentifiers))]
-		headerFails := in.next()%8 == 0
+		b := in.next()
+		headerFails := b%8 == 0
+		withCredit := (b/8)%2 == 1 // the agent offers per-connection credit
 		if h.agents[slot] == nil {
-			if p := h.open(true, agentID, ids, headerFails); p.live {
+			if p := h.open(true, agentID, ids, headerFails, withCredit); p.live {
 				h.agents[slot] = p
 			}
 		}
@@ -401,6 +411,18 @@ func fuzzPacket(in *fuzzInput) *client.Packet {
 	random := fuzzRandoms[in.pick(len(fuzzRandoms))]
 	connID := fuzzConnIDs[in.pick(len(fuzzConnIDs))]
 	extra := in.next()
+	if typ == client.PacketType(42) && extra%2 == 1 {
+		// The credit extension's WINDOW, well-formed or not: the server
+		// answers none, from either side.
+		if kind == 1 {
+			return &client.Packet{Type: credit.PacketTypeWindow}
+		}
+		pkt := credit.WindowPacket(connID, int(extra)<<10)
+		if kind == 2 {
+			pkt.GetData().Data = []byte{extra}
+		}
+		return pkt
+	}
 	payloadType := typ
 	switch kind {
 	case 1: // no payload
@@ -435,7 +457,7 @@ func fuzzPacket(in *fuzzInput) *client.Packet {
 
 // open starts a handler on a new stream and waits until it is in Recv
 // (admitted) or has returned (an agent refused).
-func (h *fuzzHarness) open(isAgent bool, agentID, identifiers string, headerFails bool) *fuzzPeer {
+func (h *fuzzHarness) open(isAgent bool, agentID, identifiers string, headerFails, withCredit bool) *fuzzPeer {
 	h.names++
 	kind := "frontend"
 	if isAgent {
@@ -444,7 +466,11 @@ func (h *fuzzHarness) open(isAgent bool, agentID, identifiers string, headerFail
 	p := &fuzzPeer{name: fmt.Sprintf("%s%d", kind, h.names), agent: isAgent, done: make(chan error, 1)}
 	ctx := klog.NewContext(h.t.Context(), logr.Discard())
 	if isAgent {
-		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(header.AgentID, agentID, header.AgentIdentifiers, identifiers))
+		md := metadata.Pairs(header.AgentID, agentID, header.AgentIdentifiers, identifiers)
+		if withCredit {
+			md.Set(credit.Offer, credit.Version)
+		}
+		ctx = metadata.NewIncomingContext(ctx, md)
 	}
 	p.stream = &fuzzStream{ctx: ctx, in: make(chan recvResult), ready: make(chan struct{}), headerFails: headerFails}
 	before := h.mark()
@@ -463,7 +489,7 @@ func (h *fuzzHarness) open(isAgent bool, agentID, identifiers string, headerFail
 		h.all = append(h.all, p)
 	case err = <-p.done:
 	}
-	h.logf("open %s id=%q identifiers=%q headerFails=%v: live=%v err=%v", p.name, agentID, identifiers, headerFails, p.live, err)
+	h.logf("open %s id=%q identifiers=%q headerFails=%v credit=%v: live=%v err=%v", p.name, agentID, identifiers, headerFails, withCredit, p.live, err)
 	if isAgent {
 		ids, parseErr := url.ParseQuery(identifiers)
 		admit := parseErr == nil && agentID != "" && fuzzAuthorize(nil, agentID, identifiers) == nil && !headerFails
@@ -502,6 +528,36 @@ func (h *fuzzHarness) deliver(p *fuzzPeer, r recvResult) {
 	}
 }
 
+// settleBound bounds how long a route's drainer takes to hand on its
+// queue (to in-memory streams).
+const settleBound = 5 * time.Second
+
+// settle waits until every route seen so far has handed its queue on: a
+// connection under credit delivers an agent's packets from a goroutine of
+// its own, so they arrive after the packet's handler returned.
+func (h *fuzzHarness) settle() {
+	h.s.mu.Lock()
+	for _, r := range h.s.routes {
+		h.routes[r] = struct{}{}
+	}
+	h.s.mu.Unlock()
+	deadline := time.Now().Add(settleBound)
+	for r := range h.routes {
+		for !r.idle() {
+			if time.Now().After(deadline) {
+				h.fail("the route of connection %d did not hand its queue on within %s", r.connID, settleBound)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		h.s.mu.Lock()
+		live := h.s.routes[connKey{r.b, r.connID}] == r
+		h.s.mu.Unlock()
+		if !live {
+			delete(h.routes, r)
+		}
+	}
+}
+
 // mark records how much every stream has received so far.
 func (h *fuzzHarness) mark() map[*fuzzPeer]int {
 	m := make(map[*fuzzPeer]int, len(h.all))
@@ -511,8 +567,10 @@ func (h *fuzzHarness) mark() map[*fuzzPeer]int {
 	return m
 }
 
-// since returns what each stream received after mark.
+// since returns what each stream received after mark, once every
+// connection under credit has handed its queue on.
 func (h *fuzzHarness) since(mark map[*fuzzPeer]int) map[*fuzzPeer][]*client.Packet {
+	h.settle()
 	got := map[*fuzzPeer][]*client.Packet{}
 	for _, p := range h.all {
 		if pkts := p.stream.sentSince(mark[p]); len(pkts) > 0 {
@@ -601,8 +659,13 @@ func samePacket(got, want *client.Packet) bool {
 	case client.PacketType_CLOSE_RSP:
 		g, w := got.GetCloseResponse(), want.GetCloseResponse()
 		return g != nil && g.ConnectID == w.ConnectID && (g.Error == "") == (w.Error == "")
+	case client.PacketType_DATA:
+		// A frontend's DATA to an agent under credit is sent anew, cut to
+		// the credit.
+		g, w := got.GetData(), want.GetData()
+		return g != nil && w != nil && g.ConnectID == w.ConnectID && bytes.Equal(g.Data, w.Data)
 	}
-	return false // DATA, DIAL_CLS, DIAL_REQ are only ever forwarded
+	return false // DIAL_CLS and DIAL_REQ are only ever forwarded
 }
 
 // fromFrontend delivers a frontend's packet and checks where it went.
@@ -986,6 +1049,14 @@ func (h *fuzzHarness) checkState() {
 		}
 		if _, ok := s.backends[key.backend]; !ok {
 			problems = append(problems, fmt.Sprintf("connection %d is at a removed agent", key.connID))
+		}
+		if r := s.routes[key]; key.backend.credit != (r != nil) || (r != nil && (r.f != f || r.connID != key.connID)) {
+			problems = append(problems, fmt.Sprintf("connection %d at %s: credit=%v, route %v", key.connID, a.name, key.backend.credit, r != nil))
+		}
+	}
+	for key := range s.routes {
+		if s.conns[key] == nil {
+			problems = append(problems, fmt.Sprintf("a route outlived connection %d", key.connID))
 		}
 	}
 	s.mu.Unlock()

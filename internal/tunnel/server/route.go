@@ -31,9 +31,10 @@ type route struct {
 	// CLOSE_RSP) in order; queued counts their DATA bytes.
 	queue  []*client.Packet
 	queued int
-	// draining is set while a drainer runs; wake tells it about more.
-	draining bool
-	wake     chan struct{}
+	// draining is set while a drainer runs; wake tells it about more;
+	// sending is set while it hands a packet on.
+	draining, sending bool
+	wake              chan struct{}
 	// receipt counts the bytes handed to the frontend (only the drainer
 	// uses it).
 	receipt credit.Receipt
@@ -42,6 +43,13 @@ type route struct {
 func newRoute(f *frontend, b *backend, connID int64) *route {
 	return &route{f: f, b: b, connID: connID, toAgent: credit.NewAccount(), closed: make(chan struct{}),
 		wake: make(chan struct{}, 1)}
+}
+
+// idle reports whether everything pushed was handed on (or dropped).
+func (r *route) idle() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) == 0 && !r.sending
 }
 
 // close wakes whoever waits for the route's credit; queued packets are
@@ -72,7 +80,8 @@ func (r *route) push(pkt *client.Packet, size int) bool {
 }
 
 // drainLinger is how long a drainer waits for more before it exits: a
-// connection that streams keeps one drainer, an idle one has none.
+// connection that streams keeps one drainer, an idle or closed one has
+// none.
 const drainLinger = 50 * time.Millisecond
 
 // drain hands the queue to the frontend in order, granting the agent
@@ -89,6 +98,8 @@ func (r *route) drain() {
 			case <-r.wake:
 				continue
 			case <-idle.C:
+			case <-r.closed:
+				// Nothing more comes but what push restarts a drainer for.
 			}
 			r.mu.Lock()
 			if len(r.queue) == 0 {
@@ -104,19 +115,23 @@ func (r *route) drain() {
 		r.queue = r.queue[1:]
 		size := len(pkt.GetData().GetData())
 		r.queued -= size
+		r.sending = true
 		r.mu.Unlock()
-		if err := r.f.send(pkt); err != nil {
-			// The frontend is gone; removeFrontend closes the connection.
-			r.mu.Lock()
-			r.queue, r.queued, r.draining = nil, 0, false
-			r.mu.Unlock()
-			return
-		}
-		if size > 0 {
+		err := r.f.send(pkt)
+		if err == nil && size > 0 {
 			if grant := r.receipt.Delivered(size); grant > 0 {
 				_ = r.b.send(credit.WindowPacket(r.connID, grant))
 			}
 		}
+		r.mu.Lock()
+		r.sending = false
+		if err != nil {
+			// The frontend is gone; removeFrontend closes the connection.
+			r.queue, r.queued, r.draining = nil, 0, false
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
 	}
 }
 
