@@ -5,38 +5,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
-
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
-// serviceURL is the user-server's URL of path on a Service of the managed
-// cluster that clusterURL (https://<user-server>/<cluster>) names:
-// <clusterURL>/api/v1/namespaces/<namespace>/services/<scheme>:<service>:<port>/proxy-service<path>.
-func serviceURL(clusterURL, namespace, service, scheme string, port int, path string) string {
-	return strings.TrimSuffix(clusterURL, "/") + "/api/v1/namespaces/" + namespace + "/services/" +
-		scheme + ":" + service + ":" + strconv.Itoa(port) + "/proxy-service" + path
-}
-
-// run GETs o.Path from the Service through the user-server and writes the
+// Run GETs o.Path from the Service through the user-server and writes the
 // status and the body to out. An answer other than 2xx is an error
 // carrying the body (403 when exposedServices do not list the Service).
-func run(ctx context.Context, o *Options, out io.Writer) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+func (o *Options) Run(ctx context.Context, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	// The Service's URL under the kubeconfig's server,
+	// https://<user-server>/<cluster>/api/v1/namespaces/<namespace>/services/<scheme>:<service>:<port>/proxy-service,
+	// and an HTTP client with the kubeconfig's CA and bearer token.
+	serviceURL, httpClient, err := o.Client()
 	if err != nil {
-		return fmt.Errorf("failed to load --kubeconfig: %w", err)
-	}
-	// The kubeconfig's CA (the cluster-proxy CA, which signs the
-	// user-server's certificate) and bearer token, as client-go uses them.
-	httpClient, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return fmt.Errorf("failed to build the HTTP client: %w", err)
+		return err
 	}
 	defer httpClient.CloseIdleConnections()
 
-	url := serviceURL(cfg.Host, o.Namespace, o.Service, o.Scheme, o.Port, o.Path)
+	url := serviceURL + o.Path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("failed to build the request: %w", err)

@@ -4,32 +4,8 @@
 // chart's exposedServices must list the Prometheus Service. See README.md.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
-	"github.com/spf13/pflag"
-)
+import "open-cluster-management.io/cluster-proxy/examples/internal/example"
 
 func main() {
-	o := NewOptions()
-	fs := pflag.NewFlagSet("access-prometheus", pflag.ExitOnError)
-	o.AddFlags(fs)
-	_ = fs.Parse(os.Args[1:])
-	if err := o.Validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "access-prometheus:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	err := run(ctx, o, os.Stdout)
-	cancel()
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "access-prometheus:", err)
-		os.Exit(1)
-	}
+	example.Main("access-prometheus", NewOptions())
 }

@@ -2,70 +2,48 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	"k8s.io/apimachinery/pkg/util/validation"
+
+	"open-cluster-management.io/cluster-proxy/examples/internal/example"
 )
 
 // Options are the example's flags.
 type Options struct {
-	// Kubeconfig reaches one managed cluster through the user-server, as
-	// `cluster-proxy kubeconfig` writes it: its server is
-	// https://<user-server>/<cluster>, its user a bearer token.
-	Kubeconfig string
-	// Namespace, Service, Port and Scheme name the Prometheus Service on
-	// the managed cluster; the chart's exposedServices must list it.
-	Namespace, Service string
-	Port               int
-	Scheme             string
+	// UserServerService holds --kubeconfig (a kubeconfig that reaches one
+	// managed cluster through the user-server, as `cluster-proxy
+	// kubeconfig` writes it), --namespace, --service, --port and --scheme,
+	// which name the Prometheus Service on the managed cluster, and
+	// --timeout, which bounds the query.
+	example.UserServerService
 	// Query is the PromQL expression evaluated at the current time.
 	Query string
-	// Timeout bounds the query.
-	Timeout time.Duration
 }
 
 // NewOptions returns the defaults: the local environment's Prometheus
 // API stand-in, asked for up.
 func NewOptions() *Options {
-	return &Options{Namespace: "cpx-test", Service: "prometheus", Port: 9090, Scheme: "http", Query: "up", Timeout: 30 * time.Second}
+	return &Options{
+		UserServerService: example.UserServerService{
+			Namespace: "cpx-test", Service: "prometheus", Port: 9090, Scheme: "http", Timeout: 30 * time.Second,
+		},
+		Query: "up",
+	}
 }
 
 // AddFlags binds the options to flags.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "A kubeconfig that reaches the managed cluster through the user-server (written by `cluster-proxy kubeconfig`) (required).")
-	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "The Prometheus Service's namespace on the managed cluster.")
-	fs.StringVar(&o.Service, "service", o.Service, "The Prometheus Service's name.")
-	fs.IntVar(&o.Port, "port", o.Port, "The Prometheus Service's port.")
-	fs.StringVar(&o.Scheme, "scheme", o.Scheme, "How the service-proxy talks to Prometheus: http or https.")
+	o.UserServerService.AddFlags(fs, "Prometheus Service", "query")
 	fs.StringVar(&o.Query, "query", o.Query, "The PromQL expression to evaluate now.")
-	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "How long the query may take.")
 }
 
 // Validate reports every invalid option, each naming its flag.
 func (o *Options) Validate() error {
-	var errs []error
-	if o.Kubeconfig == "" {
-		errs = append(errs, errors.New("--kubeconfig is required"))
-	}
-	for _, f := range []struct{ flag, value string }{{"--namespace", o.Namespace}, {"--service", o.Service}} {
-		if msgs := validation.IsDNS1123Label(f.value); len(msgs) > 0 {
-			errs = append(errs, fmt.Errorf("invalid %s %q: %s", f.flag, f.value, strings.Join(msgs, "; ")))
-		}
-	}
-	if o.Port < 1 || o.Port > 65535 {
-		errs = append(errs, fmt.Errorf("invalid --port %d: must be 1-65535", o.Port))
-	}
-	if o.Scheme != "http" && o.Scheme != "https" {
-		errs = append(errs, fmt.Errorf("invalid --scheme %q: must be http or https", o.Scheme))
-	}
+	var queryErr error
 	if strings.TrimSpace(o.Query) == "" {
-		errs = append(errs, errors.New("--query is required"))
+		queryErr = errors.New("--query is required")
 	}
-	if o.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("invalid --timeout %s: must be positive", o.Timeout))
-	}
-	return errors.Join(errs...)
+	return o.UserServerService.Validate(queryErr)
 }

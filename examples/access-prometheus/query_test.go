@@ -2,40 +2,15 @@ package main
 
 import (
 	"bytes"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"open-cluster-management.io/cluster-proxy/examples/internal/example"
 )
-
-func TestPrometheusAddress(t *testing.T) {
-	g := NewWithT(t)
-	g.Expect(prometheusAddress("https://198.18.0.1:9092/cluster1/", "cpx-test", "prometheus", "http", 9090)).
-		To(Equal("https://198.18.0.1:9092/cluster1/api/v1/namespaces/cpx-test/services/http:prometheus:9090/proxy-service"))
-}
-
-// writeKubeconfig writes a kubeconfig like `cluster-proxy kubeconfig`'s for
-// server (https://<user-server>/<cluster>), trusting srv's certificate.
-func writeKubeconfig(t *testing.T, srv *httptest.Server, server string) string {
-	t.Helper()
-	cfg := clientcmdapi.NewConfig()
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	cfg.Clusters["c"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
-	cfg.AuthInfos["c"] = &clientcmdapi.AuthInfo{Token: "viewer-token"}
-	cfg.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "c"}
-	cfg.CurrentContext = "c"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func TestRun(t *testing.T) {
 	g := NewWithT(t)
@@ -63,47 +38,32 @@ func TestRun(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	o := NewOptions()
-	o.Kubeconfig = writeKubeconfig(t, srv, srv.URL+"/cluster1")
+	var err error
+	o.Kubeconfig, err = example.WriteKubeconfig(t.TempDir(), srv.URL+"/cluster1", srv.Certificate(), "viewer-token")
+	g.Expect(err).NotTo(HaveOccurred())
 	o.Timeout = 10 * time.Second
 
 	var out bytes.Buffer
-	g.Expect(run(t.Context(), o, &out)).To(Succeed())
+	g.Expect(o.Run(t.Context(), &out)).To(Succeed())
 	g.Expect(out.String()).To(MatchRegexp(`^query up at \S+ \(` + srv.URL + `/cluster1/api/v1/namespaces/cpx-test/services/http:prometheus:9090/proxy-service\)\n` +
 		`up\{cluster="cluster1", instance="localhost:9090", job="prometheus"\} => 1 @\[1700000000\]\n$`))
 
 	out.Reset()
 	o.Query = "absent_metric"
-	g.Expect(run(t.Context(), o, &out)).To(Succeed())
+	g.Expect(o.Run(t.Context(), &out)).To(Succeed())
 	g.Expect(out.String()).To(HaveSuffix("\nno series matched\n"))
 
 	o.Query = "sum(up)"
-	g.Expect(run(t.Context(), o, &out)).To(MatchError(ContainSubstring("bad_data")))
+	g.Expect(o.Run(t.Context(), &out)).To(MatchError(ContainSubstring("bad_data")))
 }
 
 func TestOptionsValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(*Options)
-		errs   []string
-	}{
-		{name: "valid", change: func(*Options) {}},
-		{name: "nothing", change: func(o *Options) { *o = Options{} },
-			errs: []string{"--kubeconfig is required", `invalid --namespace ""`, `invalid --service ""`, "invalid --port 0", `invalid --scheme ""`, "--query is required", "invalid --timeout 0s"}},
-		{name: "bad service", change: func(o *Options) { o.Service = "prometheus_k8s" }, errs: []string{`invalid --service "prometheus_k8s"`}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			g := NewWithT(t)
-			o := NewOptions()
-			o.Kubeconfig = "cluster1-via-user-server.kubeconfig"
-			tc.change(o)
-			err := o.Validate()
-			if len(tc.errs) == 0 {
-				g.Expect(err).NotTo(HaveOccurred())
-				return
-			}
-			for _, e := range tc.errs {
-				g.Expect(err).To(MatchError(ContainSubstring(e)))
-			}
-		})
-	}
+	g := NewWithT(t)
+	o := NewOptions()
+	o.Kubeconfig = "cluster1-via-user-server.kubeconfig"
+	g.Expect(o.Validate()).To(Succeed())
+	// The Prometheus Service's flags are example.UserServerService's,
+	// tested there; their errors come first.
+	o.Kubeconfig, o.Query, o.Timeout = "", " ", -time.Second
+	g.Expect(o.Validate()).To(MatchError("--kubeconfig is required\n--query is required\ninvalid --timeout -1s: must be positive"))
 }

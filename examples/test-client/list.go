@@ -22,10 +22,12 @@ import (
 	"open-cluster-management.io/cluster-proxy/pkg/client"
 )
 
-// run lists the namespaces of o.Cluster twice, through a stock single-use
+// Run lists the namespaces of o.Cluster twice, through a stock single-use
 // konnectivity tunnel and through pkg/client's pooled Dialer, and writes
 // what each saw to out.
-func run(ctx context.Context, o *Options, out io.Writer) error {
+func (o *Options) Run(ctx context.Context, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
 	managed, err := clientcmd.BuildConfigFromFlags("", o.ManagedKubeconfig)
 	if err != nil {
 		return fmt.Errorf("failed to load --managed-kubeconfig: %w", err)
