@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -185,29 +183,8 @@ func waitRoutes(ctx context.Context, metrics string, n int) (time.Duration, erro
 
 // readyBackends reads konnectivity_network_proxy_server_ready_backend_connections.
 func readyBackends(ctx context.Context, url string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	const name = "konnectivity_network_proxy_server_ready_backend_connections "
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(f), err
-		}
-	}
-	return 0, fmt.Errorf("no %s in %s", strings.TrimSpace(name), url)
+	v, err := framework.ScrapeMetric(ctx, url, "konnectivity_network_proxy_server_ready_backend_connections")
+	return int(v), err
 }
 
 // clusterDials dials scaleDials random clusters' simulated backends one

@@ -6,12 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
 
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/server"
+	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 
 // backend accepts connections on loopback and hands them to the test.
@@ -148,33 +145,18 @@ func TestCreditedConnectionEndsWhenItsFrontendGoes(t *testing.T) {
 	g.Eventually(accepted).Should(Receive(&b))
 	defer func() { _ = b.Close() }()
 	g.Expect(h.ours.Stats().WithCredit).To(Equal(1))
-	g.Eventually(run.open).Should(Equal(1.0), "backend connections the agent holds")
+	g.Eventually(run.open).WithContext(t.Context()).Should(Equal(1.0), "backend connections the agent holds")
 
 	endTunnel()
 	g.Expect(b.SetReadDeadline(time.Now().Add(10 * time.Second))).To(Succeed())
 	_, err = b.Read(make([]byte, 1))
 	g.Expect(errors.Is(err, io.EOF)).To(BeTrue(), "the backend connection was not closed: %v", err)
 	g.Eventually(h.ours.Stats).WithTimeout(5 * time.Second).Should(Equal(server.Stats{Agents: 1}))
-	g.Eventually(run.open).WithTimeout(5 * time.Second).Should(BeZero())
+	g.Eventually(run.open).WithContext(t.Context()).WithTimeout(5 * time.Second).Should(BeZero())
 	_ = conn.Close()
 }
 
 // open scrapes the agent's konnectivity_network_proxy_agent_open_endpoint_connections.
-func (r *agentRun) open() (float64, error) {
-	resp, err := http.Get("http://" + r.health + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	const name = "konnectivity_network_proxy_agent_open_endpoint_connections "
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in the agent's metrics", strings.TrimSpace(name))
+func (r *agentRun) open(ctx context.Context) (float64, error) {
+	return framework.ScrapeMetric(ctx, "http://"+r.health+"/metrics", "konnectivity_network_proxy_agent_open_endpoint_connections")
 }

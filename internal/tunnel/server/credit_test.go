@@ -121,6 +121,31 @@ func openConnections(t *testing.T, s *server.Server, flowControl string) float64
 	return 0
 }
 
+// dialRawAgent dials address through ts's frontend (a stock single-use
+// tunnel) while agent answers the dial with connection connID; it returns
+// the connection, closed when the test ends, and the DATA the agent
+// receives for it.
+func dialRawAgent(t *testing.T, ts *testServer, agent *rawAgent, address string, connID int64) (net.Conn, <-chan []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dialed := make(chan net.Conn, 1)
+	go func() {
+		conn, err := ts.Dial(ctx, address)
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- conn
+	}()
+	data := agent.acceptDial(t, connID)
+	conn := <-dialed
+	if conn == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn, data
+}
+
 // received sums what arrives on data until nothing more comes for quiet.
 func received(data <-chan []byte, quiet time.Duration, into *bytes.Buffer) {
 	for {
@@ -144,20 +169,7 @@ func TestServerSendsAnAgentNoMoreThanItsCredit(t *testing.T) {
 	g.Expect(agent.accepted).To(BeTrue(), "the server accepts the credit offer")
 	eventuallyAgents(g, ts, 1)
 
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	dialed := make(chan net.Conn, 1)
-	go func() {
-		conn, err := ts.Dial(ctx, "cluster1:80")
-		if err != nil {
-			t.Error(err)
-		}
-		dialed <- conn
-	}()
-	data := agent.acceptDial(t, 1)
-	conn := <-dialed
-	g.Expect(conn).NotTo(BeNil())
-	defer func() { _ = conn.Close() }()
+	conn, data := dialRawAgent(t, ts, agent, "cluster1:80", 1)
 	g.Expect(ts.Stats().WithCredit).To(Equal(1))
 	g.Expect(openConnections(t, ts.Server, "credit")).To(Equal(1.0))
 	g.Expect(openConnections(t, ts.Server, "none")).To(Equal(0.0))
@@ -184,20 +196,7 @@ func TestAgentDataReachesTheFrontendBeforeItsClose(t *testing.T) {
 	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
 	agent := connectRawAgent(t, ts, "cluster1", "host=cluster1")
 	eventuallyAgents(g, ts, 1)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	dialed := make(chan net.Conn, 1)
-	go func() {
-		conn, err := ts.Dial(ctx, "cluster1:80")
-		if err != nil {
-			t.Error(err)
-		}
-		dialed <- conn
-	}()
-	agent.acceptDial(t, 1)
-	conn := <-dialed
-	g.Expect(conn).NotTo(BeNil())
-	defer func() { _ = conn.Close() }()
+	conn, _ := dialRawAgent(t, ts, agent, "cluster1:80", 1)
 
 	// A window's worth in packets, then the close, at once: the server
 	// queues them and hands them on in order.

@@ -1,8 +1,6 @@
 package tunnel_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -233,40 +231,9 @@ func startWithHosts(name, binary string, args []string, ip string, hostnames []s
 	return framework.StartProcess(name, unshare, append(unshareArgs, args...), nil, workDir)
 }
 
-// scrapeMetric returns the sum of the samples of the Prometheus metric name
-// (every label set) that url serves in the text format, and 0 when there is
-// none.
+// scrapeMetric is framework.ScrapeMetric.
 func scrapeMetric(ctx context.Context, url, name string) (float64, error) {
-	status, body, err := httpGet(ctx, url)
-	if err != nil {
-		return 0, fmt.Errorf("failed to scrape %s: %w", url, err)
-	}
-	if status != http.StatusOK {
-		return 0, fmt.Errorf("failed to scrape %s: %d %s", url, status, http.StatusText(status))
-	}
-	var sum float64
-	scanner := bufio.NewScanner(bytes.NewReader(body))
-	scanner.Buffer(make([]byte, 64*1024), 1024*1024)
-	for scanner.Scan() {
-		line := scanner.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (!strings.HasPrefix(rest, " ") && !strings.HasPrefix(rest, "{")) {
-			continue
-		}
-		fields := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
-		if len(fields) == 0 {
-			return 0, fmt.Errorf("failed to parse %q from %s", line, url)
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return 0, fmt.Errorf("failed to parse %q from %s: %w", line, url, err)
-		}
-		sum += v
-	}
-	if err := scanner.Err(); err != nil {
-		return 0, fmt.Errorf("failed to read %s: %w", url, err)
-	}
-	return sum, nil
+	return framework.ScrapeMetric(ctx, url, name)
 }
 
 // metricFunc is scrapeMetric for Eventually.
