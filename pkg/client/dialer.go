@@ -38,7 +38,12 @@ const konnectivityTunnelClosed = "tunnel closed"
 // The returned connections are konnectivity connections: they do not
 // support deadlines (SetDeadline and friends return an error), and their
 // tunnel is closed when the reader does not consume received data for 10
-// seconds.
+// seconds. With konnectivity-client v0.36, data the backend sends at once,
+// before the client has written anything (a server-speaks-first protocol),
+// may be dropped when it reaches the client right behind the dial's answer:
+// the client registers the connection only after it handed the answer on.
+// Protocols where the client speaks first (HTTP, the Kubernetes API) are
+// not affected.
 type Dialer struct {
 	address     string
 	dialOptions []grpc.DialOption
