@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -159,4 +160,71 @@ func TestCreditedConnectionEndsWhenItsFrontendGoes(t *testing.T) {
 // open scrapes the agent's konnectivity_network_proxy_agent_open_endpoint_connections.
 func (r *agentRun) open(ctx context.Context) (float64, error) {
 	return framework.ScrapeMetric(ctx, "http://"+r.health+"/metrics", "konnectivity_network_proxy_agent_open_endpoint_connections")
+}
+
+// TestTransfersAreByteExactAcrossChunkBoundaries moves sizes around every
+// boundary of the data path (the agent's 4 KiB idle and 128 KiB streaming
+// reads, the credit's 256 KiB packets and 1 MiB window) both ways through
+// our server and agent, and checks every byte.
+func TestTransfersAreByteExactAcrossChunkBoundaries(t *testing.T) {
+	checkNoLeaks(t)
+	g := NewWithT(t)
+	pki := newPKI(t)
+	h := startOurServer(t, pki, "s", 1, nil)
+	addr, accepted := backend(t)
+	startAgent(t, pki, h.AgentAddr, "cluster1", "ipv4=127.0.0.1")
+	g.Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+
+	var sizes []int
+	for _, b := range []int{4 << 10, 128 << 10, 256 << 10, 1 << 20} {
+		sizes = append(sizes, b-1, b, b+1)
+	}
+	sizes = append([]int{1}, append(sizes, 64<<20)...)
+	for _, n := range sizes {
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		conn, err := h.Dial(ctx, addr)
+		g.Expect(err).NotTo(HaveOccurred())
+		var b net.Conn
+		g.Eventually(accepted).Should(Receive(&b))
+		up, down := patternOf(n, 1), patternOf(n, 2)
+		backendDone := make(chan error, 1)
+		go func(b net.Conn) {
+			defer func() { _ = b.Close() }()
+			got := make([]byte, n)
+			if _, err := io.ReadFull(b, got); err != nil {
+				backendDone <- fmt.Errorf("the backend read: %w", err)
+				return
+			}
+			if !bytes.Equal(got, up) {
+				backendDone <- fmt.Errorf("the backend got other bytes than the %d sent", n)
+				return
+			}
+			_, err := b.Write(down)
+			backendDone <- err
+		}(b)
+		// In 1 MiB writes, as pkg/client cuts them: a stock konnectivity
+		// client sends each write as one gRPC message, and servers take
+		// 4 MiB at most.
+		for off := 0; off < n; off += 1 << 20 {
+			_, err = conn.Write(up[off:min(n, off+1<<20)])
+			g.Expect(err).NotTo(HaveOccurred())
+		}
+		got := make([]byte, n)
+		_, err = io.ReadFull(conn, got)
+		g.Expect(err).NotTo(HaveOccurred(), "size %d", n)
+		g.Expect(bytes.Equal(got, down)).To(BeTrue(), "size %d: the client got other bytes than the backend sent", n)
+		g.Expect(<-backendDone).To(Succeed(), "size %d", n)
+		_ = conn.Close()
+		cancel()
+	}
+	g.Eventually(h.ours.Stats).WithTimeout(5 * time.Second).Should(Equal(server.Stats{Agents: 1}))
+}
+
+// patternOf is n bytes that differ for each seed and at each offset.
+func patternOf(n int, seed byte) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i*131) ^ byte(i>>9) ^ seed
+	}
+	return p
 }
