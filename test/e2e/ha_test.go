@@ -110,6 +110,19 @@ var _ = Describe("Proxy-server HA on the local environment", Ordered, Label("ha"
 			setReplicas(ctx, 1)
 			everyAgentOnEveryServer(ctx, 1)
 			Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed())
+			// The user-server's pooled tunnel may still point at a
+			// proxy-server this spec scaled away: its next dial fails, the
+			// Dialer retries on a new connection, and for a few seconds the
+			// name can still resolve to the gone pod (Go re-reads
+			// /etc/hosts at most every 5 s). The specs after this one find
+			// the user-server path working again, as a user would after a
+			// scale-down settles.
+			Eventually(func(g Gomega) {
+				for _, c := range localenv.ManagedClusters {
+					_, errOut, err := viaUserServer(ctx, c, "get", "namespace", "default", "-o", "name")
+					g.Expect(err).NotTo(HaveOccurred(), "%s through the user-server: %s", c, errOut)
+				}
+			}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(2 * time.Second).Should(Succeed())
 		})
 	})
 
