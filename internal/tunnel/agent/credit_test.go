@@ -53,6 +53,19 @@ func backend(t *testing.T) (addr string, accepted <-chan net.Conn) {
 	return l.Addr().String(), conns
 }
 
+// startCreditTunnel starts our server (no identity binding: the agent
+// registers ipv4=127.0.0.1), a loopback backend and our agent, and waits
+// until the server holds the agent.
+func startCreditTunnel(t *testing.T) (*framework.TunnelPKI, *hub, *agentRun, string, <-chan net.Conn) {
+	t.Helper()
+	pki := newPKI(t)
+	h := startOurServer(t, pki, "s", 1, nil)
+	addr, accepted := backend(t)
+	run := startAgent(t, pki, h.AgentAddr, "cluster1", "ipv4=127.0.0.1")
+	NewWithT(t).Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+	return pki, h, run, addr, accepted
+}
+
 // checkNoLeaks fails t when goroutines started during t outlive it and its
 // cleanups (call it first: cleanups run last-in first-out).
 func checkNoLeaks(t *testing.T) {
@@ -77,11 +90,7 @@ func checkNoLeaks(t *testing.T) {
 func TestCreditedConnectionCarriesBothWaysAndItsCloses(t *testing.T) {
 	checkNoLeaks(t)
 	g := NewWithT(t)
-	pki := newPKI(t)
-	h := startOurServer(t, pki, "s", 1, nil)
-	addr, accepted := backend(t)
-	startAgent(t, pki, h.AgentAddr, "cluster1", "ipv4=127.0.0.1")
-	g.Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+	_, h, _, addr, accepted := startCreditTunnel(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
@@ -125,11 +134,7 @@ func TestCreditedConnectionCarriesBothWaysAndItsCloses(t *testing.T) {
 func TestCreditedConnectionEndsWhenItsFrontendGoes(t *testing.T) {
 	checkNoLeaks(t)
 	g := NewWithT(t)
-	pki := newPKI(t)
-	h := startOurServer(t, pki, "s", 1, nil)
-	addr, accepted := backend(t)
-	run := startAgent(t, pki, h.AgentAddr, "cluster1", "ipv4=127.0.0.1")
-	g.Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+	pki, h, run, addr, accepted := startCreditTunnel(t)
 
 	// A frontend that goes away without closing its connection: its
 	// tunnel's context ends, and with it its gRPC stream.
@@ -169,11 +174,7 @@ func (r *agentRun) open(ctx context.Context) (float64, error) {
 func TestTransfersAreByteExactAcrossChunkBoundaries(t *testing.T) {
 	checkNoLeaks(t)
 	g := NewWithT(t)
-	pki := newPKI(t)
-	h := startOurServer(t, pki, "s", 1, nil)
-	addr, accepted := backend(t)
-	startAgent(t, pki, h.AgentAddr, "cluster1", "ipv4=127.0.0.1")
-	g.Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+	_, h, _, addr, accepted := startCreditTunnel(t)
 
 	var sizes []int
 	for _, b := range []int{4 << 10, 128 << 10, 256 << 10, 1 << 20} {

@@ -150,9 +150,7 @@ type Server struct {
 type backend struct {
 	id          string
 	identifiers url.Values
-	// rawIdentifiers are the identifiers as the agent sent them.
-	rawIdentifiers string
-	stream         agent.AgentService_ConnectServer
+	stream      agent.AgentService_ConnectServer
 	// credit is set when the agent and this server agreed on
 	// per-connection credit (package credit).
 	credit   bool
@@ -310,7 +308,7 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 	if err := stream.SendHeader(answer); err != nil {
 		return err
 	}
-	b := &backend{id: agentID, identifiers: ids, rawIdentifiers: rawIDs, stream: stream, credit: withCredit}
+	b := &backend{id: agentID, identifiers: ids, stream: stream, credit: withCredit}
 	s.addBackend(b)
 	if cert != nil {
 		// Which certificate an agent holds shows whether a renewal reached it.
