@@ -5,7 +5,11 @@
 // 64-byte round trips, dial plus first round trip (konnectivity's
 // single-use tunnel and our pooled Dialer), and the proxy-server and agent
 // memory with idle tunnelled connections. It prints each figure with its
-// ratios to direct TCP and to the topology limit.
+// ratios to direct TCP and to the topology limit. Memory is measured first,
+// on fresh processes; then the paths take turns: each throughput figure
+// twice per path (the best shown), round trips and dials in batches of 100
+// per path, so load from elsewhere on the machine falls on every path
+// alike.
 //
 // Then (unless -gets=0) it starts a real kube-apiserver and etcd (the
 // control-plane build under bin/k8s), a fresh tunnel of ours, the
@@ -180,10 +184,8 @@ func measureTunnels(ctx context.Context, dir string, bins *binaries, size int64,
 	}
 
 	table := &results{}
-	for _, p := range paths {
-		if err := measure(ctx, p, size, rounds, dials, idle, table); err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
-		}
+	if err := measureAll(ctx, paths, size, rounds, dials, idle, table); err != nil {
+		return err
 	}
 	table.print(os.Stdout, direct.name, limit.name)
 	return nil
@@ -377,53 +379,6 @@ func serve(conn net.Conn) {
 	}
 }
 
-func measure(ctx context.Context, p *path, size int64, rounds, dials, idle int, r *results) error {
-	// Memory first, on fresh processes: after the throughput runs their
-	// heaps hold freed memory the idle connections would reuse.
-	if p.server != nil {
-		m, err := idleMemory(ctx, p, idle)
-		if err != nil {
-			return err
-		}
-		r.add(fmt.Sprintf("proxy-server RSS with %d idle connections, MiB", idle), p.name, m.server)
-		r.add(fmt.Sprintf("proxy-agent RSS with %d idle connections, MiB", idle), p.name, m.agent)
-		r.add(fmt.Sprintf("proxy-server + agent RSS growth per idle connection (%d opened), KiB", idle), p.name, m.perConnKiB)
-	}
-	for _, streams := range []int{1, 8} {
-		for _, dir := range []byte{'D', 'U'} {
-			gbps, err := throughput(ctx, p, dir, size, streams)
-			if err != nil {
-				return err
-			}
-			what := map[byte]string{'D': "download", 'U': "upload"}[dir]
-			r.add(fmt.Sprintf("%s, %d stream(s), Gbit/s", what, streams), p.name, gbps)
-		}
-	}
-	p50, p99, err := roundTrips(ctx, p, rounds)
-	if err != nil {
-		return err
-	}
-	r.add("64 B round trip p50, µs", p.name, p50)
-	r.add("64 B round trip p99, µs", p.name, p99)
-
-	for _, v := range []struct {
-		label string
-		dial  func(ctx context.Context) (net.Conn, error)
-	}{{"pooled", p.dial}, {"single-use tunnel", p.singleUse}} {
-		if v.dial == nil {
-			v.dial = p.dial
-		}
-		d50, d99, err := dialRoundTrips(ctx, v.dial, dials)
-		if err != nil {
-			return err
-		}
-		r.add("dial + first round trip p50, ms ("+v.label+")", p.name, d50/1000)
-		r.add("dial + first round trip p99, ms ("+v.label+")", p.name, d99/1000)
-	}
-
-	return nil
-}
-
 func throughput(ctx context.Context, p *path, op byte, total int64, streams int) (float64, error) {
 	per := total / int64(streams)
 	start := time.Now()
@@ -477,53 +432,164 @@ func transfer(ctx context.Context, p *path, op byte, n int64) error {
 	return nil
 }
 
-func roundTrips(ctx context.Context, p *path, n int) (p50, p99 float64, err error) {
-	conn, err := p.dial(ctx)
-	if err != nil {
-		return 0, 0, fmt.Errorf("failed to dial: %w", err)
+// batch is how many round trips or dials one path makes before the next
+// path takes its turn, so load from elsewhere on the machine falls on every
+// path alike.
+const batch = 100
+
+// throughputRuns is how often each throughput figure is measured per path,
+// the paths taking turns (the second time in reverse order); the table
+// shows the best.
+const throughputRuns = 2
+
+// measureAll measures every path: memory first, on fresh processes (after
+// the throughput runs their heaps hold freed memory the idle connections
+// would reuse), then throughput, round trips and dials with the paths
+// taking turns.
+func measureAll(ctx context.Context, paths []*path, size int64, rounds, dials, idle int, r *results) error {
+	for _, p := range paths {
+		// One cell per path in the table's column order.
+		r.column(p.name)
 	}
-	defer func() { _ = conn.Close() }()
-	if _, err := conn.Write([]byte{'E'}); err != nil {
-		return 0, 0, err
+	for _, p := range paths {
+		if p.server == nil {
+			continue
+		}
+		m, err := idleMemory(ctx, p, idle)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		r.add(fmt.Sprintf("proxy-server RSS with %d idle connections, MiB", idle), p.name, m.server)
+		r.add(fmt.Sprintf("proxy-agent RSS with %d idle connections, MiB", idle), p.name, m.agent)
+		r.add(fmt.Sprintf("proxy-server + agent RSS growth per idle connection (%d opened), KiB", idle), p.name, m.perConnKiB)
 	}
-	msg, buf := make([]byte, 64), make([]byte, 64)
-	var lat []float64
-	for i := range n + 50 {
-		start := time.Now()
-		if _, err := conn.Write(msg); err != nil {
-			return 0, 0, err
-		}
-		if _, err := io.ReadFull(conn, buf); err != nil {
-			return 0, 0, err
-		}
-		if i >= 50 { // warm-up
-			lat = append(lat, float64(time.Since(start).Microseconds()))
+	for _, streams := range []int{1, 8} {
+		for _, dir := range []byte{'D', 'U'} {
+			what := map[byte]string{'D': "download", 'U': "upload"}[dir]
+			row := fmt.Sprintf("%s, %d stream(s), Gbit/s", what, streams)
+			for run := range throughputRuns {
+				order := slices.Clone(paths)
+				if run%2 == 1 {
+					slices.Reverse(order)
+				}
+				for _, p := range order {
+					gbps, err := throughput(ctx, p, dir, size, streams)
+					if err != nil {
+						return fmt.Errorf("%s: %w", p.name, err)
+					}
+					r.max(row, p.name, gbps)
+				}
+			}
 		}
 	}
-	return percentile(lat, 50), percentile(lat, 99), nil
+	if err := roundTrips(ctx, paths, rounds, r); err != nil {
+		return err
+	}
+	for _, label := range []string{"pooled", "single-use tunnel"} {
+		dialers := make([]func(ctx context.Context) (net.Conn, error), len(paths))
+		for i, p := range paths {
+			dialers[i] = p.dial
+			if label != "pooled" && p.singleUse != nil {
+				dialers[i] = p.singleUse
+			}
+		}
+		lat, err := takeTurns(ctx, paths, dials, func(ctx context.Context, i int) (float64, error) {
+			return dialRoundTrip(ctx, dialers[i])
+		})
+		if err != nil {
+			return err
+		}
+		for i, p := range paths {
+			r.add("dial + first round trip p50, ms ("+label+")", p.name, percentile(lat[i], 50)/1000)
+			r.add("dial + first round trip p99, ms ("+label+")", p.name, percentile(lat[i], 99)/1000)
+		}
+	}
+	return nil
 }
 
-func dialRoundTrips(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), n int) (p50, p99 float64, err error) {
-	var lat []float64
-	for range n {
-		start := time.Now()
-		conn, err := dial(ctx)
-		if err != nil {
-			return 0, 0, fmt.Errorf("failed to dial: %w", err)
+// takeTurns runs n samples of each path, batch by batch with the paths
+// taking turns, and returns each path's samples (µs).
+func takeTurns(ctx context.Context, paths []*path, n int, sample func(ctx context.Context, i int) (float64, error)) ([][]float64, error) {
+	lat := make([][]float64, len(paths))
+	for done := 0; done < n; done += batch {
+		for i, p := range paths {
+			for range min(batch, n-done) {
+				v, err := sample(ctx, i)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", p.name, err)
+				}
+				lat[i] = append(lat[i], v)
+			}
 		}
-		buf := []byte{'E', 'x'}
-		if _, err := conn.Write(buf); err != nil {
-			_ = conn.Close()
-			return 0, 0, err
-		}
-		if _, err := io.ReadFull(conn, buf[:1]); err != nil {
-			_ = conn.Close()
-			return 0, 0, err
-		}
-		lat = append(lat, float64(time.Since(start).Microseconds()))
-		_ = conn.Close()
 	}
-	return percentile(lat, 50), percentile(lat, 99), nil
+	return lat, nil
+}
+
+// roundTrips measures 64 B round trips on one held connection per path,
+// after a warm-up of 50.
+func roundTrips(ctx context.Context, paths []*path, n int, r *results) error {
+	conns := make([]net.Conn, len(paths))
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+	}()
+	msg, buf := make([]byte, 64), make([]byte, 64)
+	roundTrip := func(ctx context.Context, i int) (float64, error) {
+		start := time.Now()
+		if _, err := conns[i].Write(msg); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(conns[i], buf); err != nil {
+			return 0, err
+		}
+		return float64(time.Since(start).Microseconds()), nil
+	}
+	for i, p := range paths {
+		c, err := p.dial(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: failed to dial: %w", p.name, err)
+		}
+		conns[i] = c
+		if _, err := c.Write([]byte{'E'}); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		for range 50 { // warm-up
+			if _, err := roundTrip(ctx, i); err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+		}
+	}
+	lat, err := takeTurns(ctx, paths, n, roundTrip)
+	if err != nil {
+		return err
+	}
+	for i, p := range paths {
+		r.add("64 B round trip p50, µs", p.name, percentile(lat[i], 50))
+		r.add("64 B round trip p99, µs", p.name, percentile(lat[i], 99))
+	}
+	return nil
+}
+
+// dialRoundTrip dials, makes a 1-byte round trip and closes; it returns
+// the time until the byte came back, µs.
+func dialRoundTrip(ctx context.Context, dial func(ctx context.Context) (net.Conn, error)) (float64, error) {
+	start := time.Now()
+	conn, err := dial(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("failed to dial: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	buf := []byte{'E', 'x'}
+	if _, err := conn.Write(buf); err != nil {
+		return 0, err
+	}
+	if _, err := io.ReadFull(conn, buf[:1]); err != nil {
+		return 0, err
+	}
+	return float64(time.Since(start).Microseconds()), nil
 }
 
 // idleUse is what idle connections cost.
@@ -613,6 +679,21 @@ type results struct {
 	paths  []string
 }
 
+// column adds path's column (columns are in the order first named).
+func (r *results) column(path string) {
+	if !slices.Contains(r.paths, path) {
+		r.paths = append(r.paths, path)
+	}
+}
+
+// max sets row's cell of path to v if it has none or a smaller one.
+func (r *results) max(row, path string, v float64) {
+	if old, ok := r.values[row][path]; ok && old >= v {
+		return
+	}
+	r.add(row, path, v)
+}
+
 func (r *results) add(row, path string, v float64) {
 	if r.values == nil {
 		r.values = map[string]map[string]float64{}
@@ -621,9 +702,7 @@ func (r *results) add(row, path string, v float64) {
 		r.rows = append(r.rows, row)
 		r.values[row] = map[string]float64{}
 	}
-	if !slices.Contains(r.paths, path) {
-		r.paths = append(r.paths, path)
-	}
+	r.column(path)
 	r.values[row][path] = v
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
 
+	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/server"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
@@ -169,7 +171,8 @@ func (r *agentRun) open(ctx context.Context) (float64, error) {
 
 // TestTransfersAreByteExactAcrossChunkBoundaries moves sizes around every
 // boundary of the data path (the agent's 4 KiB idle and 128 KiB streaming
-// reads, the credit's 256 KiB packets and 1 MiB window) both ways through
+// reads, the credit's largest packet and its window; 1 MiB, the writes of
+// pkg/client and the boundary) both ways through
 // our server and agent, and checks every byte.
 func TestTransfersAreByteExactAcrossChunkBoundaries(t *testing.T) {
 	checkNoLeaks(t)
@@ -177,10 +180,12 @@ func TestTransfersAreByteExactAcrossChunkBoundaries(t *testing.T) {
 	_, h, _, addr, accepted := startCreditTunnel(t)
 
 	var sizes []int
-	for _, b := range []int{4 << 10, 128 << 10, 256 << 10, 1 << 20} {
+	for _, b := range []int{4 << 10, 128 << 10, 256 << 10, 1 << 20, credit.MaxData, credit.Window} {
 		sizes = append(sizes, b-1, b, b+1)
 	}
 	sizes = append([]int{1}, append(sizes, 64<<20)...)
+	slices.Sort(sizes)
+	sizes = slices.Compact(sizes)
 	for _, n := range sizes {
 		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 		conn, err := h.Dial(ctx, addr)

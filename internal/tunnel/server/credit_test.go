@@ -176,7 +176,15 @@ func TestServerSendsAnAgentNoMoreThanItsCredit(t *testing.T) {
 
 	payload := make([]byte, 3*credit.Window)
 	_, _ = rand.Read(payload)
-	go func() { _, _ = conn.Write(payload) }()
+	go func() {
+		// In 1 MiB writes: konnectivity-client sends each as one gRPC
+		// message, and gRPC refuses messages above 4 MiB.
+		for off := 0; off < len(payload); off += 1 << 20 {
+			if _, err := conn.Write(payload[off:min(len(payload), off+1<<20)]); err != nil {
+				return
+			}
+		}
+	}()
 
 	var got bytes.Buffer
 	received(data, 300*time.Millisecond, &got)
