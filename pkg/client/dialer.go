@@ -146,7 +146,9 @@ type pooledTunnel struct {
 // the agent resolves the host). The proxy-server picks the agent that
 // registered the host, typically the cluster name. ctx bounds the dial only,
 // not the returned connection. When no agent registered the host, the error
-// is a *NoAgentError.
+// is a *NoAgentError. When the tunnel fails (the proxy-server cannot be
+// reached, or went away), the dial is retried on a new tunnel, backing off
+// for up to about 6 s in all, while ctx allows.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -154,6 +156,11 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		return nil, fmt.Errorf("failed to dial %s through the proxy-server: network %q is not supported, only tcp", address, network)
 	}
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := waitToRetry(ctx, tunnelRetryDelays[attempt]); err != nil {
+				return nil, fmt.Errorf("failed to dial %s through the proxy-server %s: %w", address, d.address, err)
+			}
+		}
 		pt, err := d.acquire(ctx)
 		if err != nil {
 			return nil, err
@@ -174,10 +181,43 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 			d.retire(ctx, pt, err)
 		}
 		d.release(pt, nil)
-		if tunnelFailed && attempt == 0 && ctx.Err() == nil {
+		if tunnelFailed && attempt+1 < len(tunnelRetryDelays) && canWait(ctx, tunnelRetryDelays[attempt+1]) {
 			continue
 		}
 		return nil, dialError(address, d.address, err)
+	}
+}
+
+// tunnelRetryDelays are the waits before each attempt of a dial whose
+// tunnel failed (the proxy-server went away, or could not be reached): the
+// first retry goes at once on a new tunnel, later ones back off. Together
+// they span more than 5 s, so a retry also reaches a proxy-server whose
+// address the resolver still cached for a replica that is gone (Go caches
+// /etc/hosts for 5 s). A dial gives up earlier when its context would end
+// during the wait.
+var tunnelRetryDelays = []time.Duration{0, 0, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 2 * time.Second}
+
+// canWait reports whether ctx is live and does not end within wait.
+func canWait(ctx context.Context, wait time.Duration) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) > wait
+}
+
+// waitToRetry waits for wait, or returns ctx's error once it ends.
+func waitToRetry(ctx context.Context, wait time.Duration) error {
+	if wait == 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

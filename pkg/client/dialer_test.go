@@ -106,8 +106,8 @@ func TestDialerRecoversAfterServerRestart(t *testing.T) {
 	g.Expect(err).To(MatchError(io.EOF))
 	g.Expect(held.Close()).To(Succeed())
 
-	// While the proxy-server is down, dials fail at once, and not as if
-	// the cluster had no agent.
+	// While the proxy-server is down, dials fail (after the retries), and
+	// not as if the cluster had no agent.
 	_, err = dialer.DialContext(t.Context(), "tcp", "cluster1:443")
 	g.Expect(err).To(HaveOccurred())
 	var noAgent *NoAgentError
@@ -121,6 +121,47 @@ func TestDialerRecoversAfterServerRestart(t *testing.T) {
 	g.Expect(conn.Close()).To(Succeed())
 	g.Expect(dialer.Stats().Tunnels).To(BeNumerically(">", 1))
 	g.Expect(dialer.Stats().OpenConnections).To(BeZero())
+}
+
+func TestDialerRetriesAFailedTunnelWithinTheDeadline(t *testing.T) {
+	checkGoroutines(t)
+	g := NewWithT(t)
+	pki := newTestPKI(t)
+	server := startFakeProxyServer(t, pki, "cluster1")
+	// The first four connections fail, as to a proxy-server replica that
+	// is gone while its address is still resolved.
+	var attempts atomic.Int64
+	failing := func(ctx context.Context, addr string) (net.Conn, error) {
+		if attempts.Add(1) <= 4 {
+			return nil, errors.New("dial tcp: i/o timeout (test)")
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	dialer, err := NewDialer(server.address, pki.clientTLS(t), WithContextDialer(failing))
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { _ = dialer.Close() })
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	conn, err := dialer.DialContext(ctx, "tcp", "cluster1:443")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(echoOnce(conn, "after retries")).To(Equal("after retries"))
+	g.Expect(conn.Close()).To(Succeed())
+	g.Expect(attempts.Load()).To(BeEquivalentTo(5), "connections tried")
+	g.Expect(dialer.Stats().Tunnels).To(BeEquivalentTo(5), "a new tunnel per attempt")
+
+	// With the proxy-server gone, a dial whose deadline comes before the
+	// retries are done gives up by its deadline, having retried.
+	server.Stop()
+	before := attempts.Load()
+	start := time.Now()
+	ctx, cancel = context.WithTimeout(t.Context(), 700*time.Millisecond)
+	defer cancel()
+	_, err = dialer.DialContext(ctx, "tcp", "cluster1:443")
+	g.Expect(err).To(MatchError(ContainSubstring(server.address)))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 700*time.Millisecond+time.Second))
+	g.Expect(attempts.Load() - before).To(BeNumerically(">=", 2), "connections tried before giving up")
 }
 
 func TestDialerClose(t *testing.T) {

@@ -59,7 +59,7 @@ import (
 func main() {
 	size := flag.Int64("size", 1<<30, "bytes per single-stream transfer (the 8-stream run moves the same total)")
 	rounds := flag.Int("round-trips", 2000, "64-byte round trips per path")
-	dials := flag.Int("dials", 200, "dials (plus first round trip) per path")
+	dials := flag.Int("dials", 1000, "dials (plus first round trip) per path and kind (pooled, single-use)")
 	idle := flag.Int("idle", 1000, "idle tunnelled connections for the memory figure")
 	gets := flag.Int("gets", 2000, "small kube GETs per user-server path, after a warm-up (0 skips the kube-apiserver and user-server rows)")
 	agents := flag.Int("agents", 3500, "simulated agents for the scale table (0 skips it)")
