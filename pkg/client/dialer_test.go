@@ -161,7 +161,7 @@ func TestDialerRetriesAFailedTunnelWithinTheDeadline(t *testing.T) {
 	_, err = dialer.DialContext(ctx, "tcp", "cluster1:443")
 	g.Expect(err).To(MatchError(ContainSubstring(server.address)))
 	g.Expect(time.Since(start)).To(BeNumerically("<", 700*time.Millisecond+time.Second))
-	g.Expect(attempts.Load() - before).To(BeNumerically(">=", 2), "connections tried before giving up")
+	g.Expect(attempts.Load()-before).To(BeNumerically(">=", 2), "connections tried before giving up")
 }
 
 func TestDialerClose(t *testing.T) {
