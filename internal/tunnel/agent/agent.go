@@ -132,6 +132,15 @@ func (a *Agent) Servers() int {
 	return len(a.servers)
 }
 
+// ServerCount returns how many proxy-servers there are, as the last
+// server the agent connected to said (its serverCount header); 0 before
+// any answered. The agent keeps connecting while it holds fewer.
+func (a *Agent) ServerCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.serverCount
+}
+
 // Open returns how many backend connections are open.
 func (a *Agent) Open() int { return int(a.open.Load()) }
 

@@ -170,6 +170,23 @@ func TestAgentHoldsEveryServer(t *testing.T) {
 	}
 }
 
+func TestAgentReportsTheServerCountItLearned(t *testing.T) {
+	checkNoLeaks(t)
+	g := NewWithT(t)
+	pki := newPKI(t)
+	// One proxy-server saying there are three: connected to 1 of 3.
+	h := startOurServer(t, pki, "a", 3, tunnel.AuthorizeAgent)
+	metrics := "http://" + startAgent(t, pki, h.AgentAddr, "cluster1", "host=cluster1").health + "/metrics"
+	for name, want := range map[string]float64{
+		"cluster_proxy_proxy_agent_server_count":                   3,
+		"konnectivity_network_proxy_agent_open_server_connections": 1,
+	} {
+		g.Eventually(func(ctx context.Context) (float64, error) {
+			return framework.ScrapeMetric(ctx, metrics, name)
+		}).WithContext(t.Context()).WithTimeout(10*time.Second).Should(Equal(want), name)
+	}
+}
+
 func TestRefusedAgentKeepsTrying(t *testing.T) {
 	checkNoLeaks(t)
 	g := NewWithT(t)

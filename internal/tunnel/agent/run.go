@@ -65,6 +65,10 @@ func Run(ctx context.Context, stop <-chan struct{}, c RunConfig) error {
 				Help: "Proxy-servers the agent holds a stream to.",
 			}, func() float64 { return float64(a.Servers()) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "cluster_proxy_proxy_agent_server_count",
+				Help: "Proxy-servers there are, as they told the agent (their --server-count); 0 before any answered.",
+			}, func() float64 { return float64(a.ServerCount()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: "konnectivity_network_proxy", Subsystem: "agent", Name: "open_endpoint_connections",
 				Help: "Open backend connections.",
 			}, func() float64 { return float64(a.Open()) }),

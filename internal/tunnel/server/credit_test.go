@@ -12,7 +12,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -51,6 +50,17 @@ func connectRawAgent(t *testing.T, ts *testServer, cluster, identifiers string) 
 	md, err := stream.Header()
 	g.Expect(err).NotTo(HaveOccurred())
 	return &rawAgent{stream: stream, accepted: credit.Offered(md)}
+}
+
+// startRawTunnel starts a server routing by destination host and a raw
+// agent of cluster1 registering host=cluster1, and waits until the server
+// has it.
+func startRawTunnel(t *testing.T) (*testServer, *rawAgent) {
+	t.Helper()
+	ts := startServer(t, destHost())
+	agent := connectRawAgent(t, ts, "cluster1", "host=cluster1")
+	eventuallyAgents(NewWithT(t), ts, 1)
+	return ts, agent
 }
 
 func (a *rawAgent) send(t *testing.T, pkt *client.Packet) {
@@ -99,26 +109,11 @@ func (a *rawAgent) acceptDial(t *testing.T, connID int64) <-chan []byte {
 // flow_control=flowControl from the server's collectors.
 func openConnections(t *testing.T, s *server.Server, flowControl string) float64 {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.Collectors()...)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := metricValues(t, s)[`cluster_proxy_proxy_server_open_connections{flow_control="`+flowControl+`"}`]
+	if !ok {
+		t.Fatalf("no cluster_proxy_proxy_server_open_connections{flow_control=%q}", flowControl)
 	}
-	for _, f := range families {
-		if f.GetName() != "cluster_proxy_proxy_server_open_connections" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "flow_control" && l.GetValue() == flowControl {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no cluster_proxy_proxy_server_open_connections{flow_control=%q}", flowControl)
-	return 0
+	return v
 }
 
 // dialRawAgent dials address through ts's frontend (a stock single-use
@@ -164,10 +159,8 @@ func received(data <-chan []byte, quiet time.Duration, into *bytes.Buffer) {
 func TestServerSendsAnAgentNoMoreThanItsCredit(t *testing.T) {
 	verifyNoLeaks(t)
 	g := NewWithT(t)
-	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
-	agent := connectRawAgent(t, ts, "cluster1", "host=cluster1")
+	ts, agent := startRawTunnel(t)
 	g.Expect(agent.accepted).To(BeTrue(), "the server accepts the credit offer")
-	eventuallyAgents(g, ts, 1)
 
 	conn, data := dialRawAgent(t, ts, agent, "cluster1:80", 1)
 	g.Expect(ts.Stats().WithCredit).To(Equal(1))
@@ -201,9 +194,7 @@ func TestServerSendsAnAgentNoMoreThanItsCredit(t *testing.T) {
 func TestAgentDataReachesTheFrontendBeforeItsClose(t *testing.T) {
 	verifyNoLeaks(t)
 	g := NewWithT(t)
-	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
-	agent := connectRawAgent(t, ts, "cluster1", "host=cluster1")
-	eventuallyAgents(g, ts, 1)
+	ts, agent := startRawTunnel(t)
 	conn, _ := dialRawAgent(t, ts, agent, "cluster1:80", 1)
 
 	// A window's worth in packets, then the close, at once: the server

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -267,12 +269,59 @@ func runPacketSequence(t *testing.T, data []byte) {
 		}
 	}
 	h.s.mu.Lock()
-	leftover := fmt.Sprintf("backends %d, hosts %d, pending dials %d, connections %d", len(h.s.backends), len(h.s.byHost), len(h.s.pending), len(h.s.conns))
-	empty := len(h.s.backends)+len(h.s.byHost)+len(h.s.pending)+len(h.s.conns) == 0
+	leftover := fmt.Sprintf("backends %d, hosts %d, pending dials %d, connections %d, clusters %d",
+		len(h.s.backends), len(h.s.byHost), len(h.s.pending), len(h.s.conns), len(h.s.clusters))
+	empty := len(h.s.backends)+len(h.s.byHost)+len(h.s.pending)+len(h.s.conns)+len(h.s.clusters) == 0
 	h.s.mu.Unlock()
 	if !empty || h.s.Agents() != 0 || h.s.Stats() != (Stats{}) {
 		h.fail("the server still tracks state after every stream ended: %s, agents %d", leftover, h.s.Agents())
 	}
+	// Every dial ended exactly once: it opened a connection or failed.
+	dials, answered, failed := h.sumOf(h.s.metrics.dials), h.sumOf(h.s.metrics.dialDuration), h.sumOf(h.s.metrics.dialErrors)
+	if dials != answered+failed {
+		h.fail("%v dials counted, but %v answered and %v failed", dials, answered, failed)
+	}
+}
+
+// clusterProblems checks the per-cluster counts against the server's
+// state; s.mu is held.
+func clusterProblems(s *Server) []string {
+	var problems []string
+	agents, conns := map[*clusterStats]int{}, map[*clusterStats]int{}
+	for b := range s.backends {
+		if s.clusters[b.stats.name] != b.stats {
+			problems = append(problems, fmt.Sprintf("agent %s counts under a cluster %q the server does not list", b.id, b.stats.name))
+		}
+		agents[b.stats]++
+	}
+	for key := range s.conns {
+		conns[key.backend.stats]++
+	}
+	for name, c := range s.clusters {
+		if c.agents != agents[c] || c.conns != conns[c] {
+			problems = append(problems, fmt.Sprintf("cluster %q counts %d agents and %d connections, want %d and %d",
+				name, c.agents, c.conns, agents[c], conns[c]))
+		}
+	}
+	return problems
+}
+
+// sumOf adds up the samples of every series of c (a histogram's count).
+func (h *fuzzHarness) sumOf(c prometheus.Collector) float64 {
+	ch := make(chan prometheus.Metric)
+	go func() {
+		c.Collect(ch)
+		close(ch)
+	}()
+	var sum float64
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			h.fail("failed to read a metric: %v", err)
+		}
+		sum += d.GetCounter().GetValue() + float64(d.GetHistogram().GetSampleCount())
+	}
+	return sum
 }
 
 func (h *fuzzHarness) fail(format string, args ...any) {
@@ -1059,6 +1108,7 @@ func (h *fuzzHarness) checkState() {
 			problems = append(problems, fmt.Sprintf("a route outlived connection %d", key.connID))
 		}
 	}
+	problems = append(problems, clusterProblems(s)...)
 	s.mu.Unlock()
 	if len(problems) > 0 {
 		h.fail("server state: %s", strings.Join(problems, "; "))

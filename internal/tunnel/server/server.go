@@ -33,7 +33,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -142,15 +141,21 @@ type Server struct {
 	conns    map[connKey]*frontend
 	// routes are the connections of agents that agreed on credit.
 	routes map[connKey]*route
+	// clusters are the clusters with a connected agent.
+	clusters map[string]*clusterStats
 
-	refusals prometheus.Counter
+	metrics *metrics
 }
 
 // backend is one agent stream.
 type backend struct {
 	id          string
 	identifiers url.Values
-	stream      agent.AgentService_ConnectServer
+	// cert is the client certificate the agent presented, nil when none.
+	cert *x509.Certificate
+	// stats are its cluster's; set before the backend is registered.
+	stats  *clusterStats
+	stream agent.AgentService_ConnectServer
 	// credit is set when the agent and this server agreed on
 	// per-connection credit (package credit).
 	credit   bool
@@ -208,55 +213,9 @@ func New(o Options) (*Server, error) {
 		pending:  map[int64]*pendingDial{},
 		conns:    map[connKey]*frontend{},
 		routes:   map[connKey]*route{},
-		refusals: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cluster_proxy_proxy_server_agent_refusals_total",
-			Help: "Agent streams refused because their certificate does not allow the identifiers they register.",
-		}),
+		clusters: map[string]*clusterStats{},
+		metrics:  newMetrics(),
 	}, nil
-}
-
-// Collectors are the server's metrics (docs/metrics.md). Two keep
-// apiserver-network-proxy's names, so dashboards built on its proxy-server
-// keep working:
-// konnectivity_network_proxy_server_ready_backend_connections (one per
-// host identifier an agent registered, plus one per agent when a default
-// strategy is in use) and
-// konnectivity_network_proxy_server_pending_backend_dials.
-func (s *Server) Collectors() []prometheus.Collector {
-	defaultStrategy := false
-	for _, st := range s.opts.Strategies {
-		defaultStrategy = defaultStrategy || st != StrategyDestHost
-	}
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "konnectivity_network_proxy", Subsystem: "server", Name: "ready_backend_connections",
-			Help: "Routes to connected agents: one per host identifier an agent registered, plus one per agent under a default strategy.",
-		}, func() float64 {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			n := 0
-			for _, list := range s.byHost {
-				n += len(list)
-			}
-			if defaultStrategy {
-				n += len(s.backends)
-			}
-			return float64(n)
-		}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "konnectivity_network_proxy", Subsystem: "server", Name: "pending_backend_dials",
-			Help: "Dials sent to an agent and not yet answered.",
-		}, func() float64 { return float64(s.Stats().PendingDials) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "cluster_proxy_proxy_server_open_connections", ConstLabels: prometheus.Labels{"flow_control": "credit"},
-			Help: "Open tunnelled connections, by flow control: credit (our agent, per-connection credit) or none (konnectivity's protocol alone).",
-		}, func() float64 { return float64(s.Stats().WithCredit) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "cluster_proxy_proxy_server_open_connections", ConstLabels: prometheus.Labels{"flow_control": "none"},
-			Help: "Open tunnelled connections, by flow control: credit (our agent, per-connection credit) or none (konnectivity's protocol alone).",
-		}, func() float64 { st := s.Stats(); return float64(st.Connections - st.WithCredit) }),
-		s.refusals,
-	}
 }
 
 // Agents returns how many agent streams are connected.
@@ -290,10 +249,14 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 		return status.Errorf(codes.InvalidArgument, "the agent's identifiers %q are not a URL query: %v", rawIDs, err)
 	}
 	cert := peerCertificate(ctx)
+	cluster := clusterOf(cert)
+	if cluster != "" {
+		logger = logger.WithValues("cluster", cluster)
+	}
 	if s.opts.Authorize != nil {
 		if err := s.opts.Authorize(cert, agentID, rawIDs); err != nil {
 			logger.Info("Refused an agent", "identifiers", rawIDs, "reason", err.Error())
-			s.refusals.Inc()
+			s.metrics.refusals.WithLabelValues(cluster).Inc()
 			if s.opts.Refused != nil {
 				s.opts.Refused(agentID, err)
 			}
@@ -308,8 +271,8 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 	if err := stream.SendHeader(answer); err != nil {
 		return err
 	}
-	b := &backend{id: agentID, identifiers: ids, stream: stream, credit: withCredit}
-	s.addBackend(b)
+	b := &backend{id: agentID, identifiers: ids, cert: cert, stream: stream, credit: withCredit}
+	s.addBackend(b, cluster)
 	if cert != nil {
 		// Which certificate an agent holds shows whether a renewal reached it.
 		logger = logger.WithValues("certificate", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16))
@@ -355,6 +318,7 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 		}
 		s.dropPendingLocked(rsp.Random, pd)
 		f := pd.frontend
+		took := time.Since(pd.start)
 		if rsp.Error == "" {
 			// The ID must be free both on the frontend's stream (its client
 			// names connections by ID alone) and at the agent: an agent
@@ -366,24 +330,33 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 			_, takenAtAgent := s.conns[connKey{b, rsp.ConnectID}]
 			if takenHere || takenAtAgent || rsp.ConnectID == 0 {
 				s.mu.Unlock()
+				b.stats.dialFailed(reasonProtocol, 1)
 				_ = b.send(closeRequest(rsp.ConnectID))
 				_ = f.send(dialResponse(rsp.Random, 0, fmt.Sprintf("agent %s answered with connection ID %d, which is already in use", b.id, rsp.ConnectID)))
 				return
 			}
 			f.conns[rsp.ConnectID] = b
 			s.conns[connKey{b, rsp.ConnectID}] = f
+			b.stats.conns++
 			if b.credit {
 				s.routes[connKey{b, rsp.ConnectID}] = newRoute(f, b, rsp.ConnectID)
 			}
 		}
 		s.mu.Unlock()
 		logger.V(3).Info("Dial answered", "dialID", rsp.Random, "connectionID", rsp.ConnectID, "address", pd.address,
-			"error", rsp.Error, "duration", time.Since(pd.start))
-		if err := f.send(pkt); err != nil && rsp.Error == "" {
+			"error", rsp.Error, "duration", took)
+		err := f.send(pkt)
+		switch {
+		case rsp.Error != "":
+			b.stats.dialFailed(reasonAgentError, 1)
+		case err != nil:
+			b.stats.dialFailed(reasonCancelled, 1)
 			s.mu.Lock()
 			s.dropConnLocked(connKey{b, rsp.ConnectID})
 			s.mu.Unlock()
 			_ = b.send(closeRequest(rsp.ConnectID))
+		default:
+			b.stats.dialAnswered(took)
 		}
 	case client.PacketType_DIAL_CLS:
 		cls := pkt.GetCloseDial()
@@ -398,6 +371,7 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 		}
 		s.dropPendingLocked(cls.Random, pd)
 		s.mu.Unlock()
+		b.stats.dialFailed(reasonAgentError, 1)
 		_ = pd.frontend.send(pkt)
 	case client.PacketType_DATA:
 		data := pkt.GetData()
@@ -407,6 +381,9 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 		s.mu.Lock()
 		f, r := s.conns[connKey{b, data.ConnectID}], s.routes[connKey{b, data.ConnectID}]
 		s.mu.Unlock()
+		if f != nil {
+			b.stats.received(len(data.Data))
+		}
 		switch {
 		case r != nil:
 			if !r.push(pkt, len(data.Data)) {
@@ -495,6 +472,9 @@ func (s *Server) fromFrontend(ctx context.Context, f *frontend, pkt *client.Pack
 			r = s.routes[connKey{b, data.ConnectID}]
 		}
 		s.mu.Unlock()
+		if b != nil {
+			b.stats.sent(len(data.Data))
+		}
 		switch {
 		case r != nil:
 			r.toAgentData(data.Data)
@@ -528,10 +508,15 @@ func (s *Server) fromFrontend(ctx context.Context, f *frontend, pkt *client.Pack
 			return
 		}
 		s.mu.Lock()
-		if pd := s.pending[cls.Random]; pd != nil && pd.frontend == f {
+		pd := s.pending[cls.Random]
+		owned := pd != nil && pd.frontend == f
+		if owned {
 			s.dropPendingLocked(cls.Random, pd)
 		}
 		s.mu.Unlock()
+		if owned {
+			pd.backend.stats.dialFailed(reasonCancelled, 1)
+		}
 	default:
 		logger.V(4).Info("Ignored a packet from a frontend", "type", pkt.Type.String())
 	}
@@ -543,16 +528,22 @@ func (s *Server) dial(ctx context.Context, f *frontend, req *client.DialRequest,
 	s.mu.Lock()
 	if _, dup := s.pending[req.Random]; dup {
 		s.mu.Unlock()
+		s.metrics.unknown.dialed()
+		s.metrics.unknown.dialFailed(reasonProtocol, 1)
 		_ = f.send(dialResponse(req.Random, 0, "a dial with this ID is already pending"))
 		return
 	}
 	b := s.pickLocked(req.Address)
 	if b == nil {
 		s.mu.Unlock()
+		s.metrics.unknown.dialed()
+		s.metrics.unknown.dialFailed(reasonNoAgent, 1)
 		logger.V(2).Info("No agent for a dial")
 		_ = f.send(dialResponse(req.Random, 0, ErrNoAgent))
 		return
 	}
+	// Counted before anything can answer it.
+	b.stats.dialed()
 	pd := &pendingDial{frontend: f, backend: b, address: req.Address, start: time.Now()}
 	s.pending[req.Random] = pd
 	f.dials[req.Random] = struct{}{}
@@ -568,6 +559,7 @@ func (s *Server) dial(ctx context.Context, f *frontend, req *client.DialRequest,
 		}
 		s.mu.Unlock()
 		if owned {
+			b.stats.dialFailed(reasonAgentGone, 1)
 			_ = f.send(dialResponse(req.Random, 0, fmt.Sprintf("failed to send the dial to agent %s: %v", b.id, err)))
 		}
 	}
@@ -582,6 +574,7 @@ func (s *Server) dialTimedOut(random int64, pd *pendingDial) {
 	}
 	s.mu.Unlock()
 	if owned {
+		pd.backend.stats.dialFailed(reasonTimeout, 1)
 		_ = pd.frontend.send(dialResponse(random, 0, fmt.Sprintf("dial timeout: agent %s did not answer within %s", pd.backend.id, s.opts.DialTimeout)))
 	}
 }
@@ -633,9 +626,17 @@ func pickAvailable(candidates []*backend) *backend {
 	return candidates[rand.IntN(len(candidates))]
 }
 
-func (s *Server) addBackend(b *backend) {
+// addBackend registers b, an agent of cluster.
+func (s *Server) addBackend(b *backend, cluster string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	stats := s.clusters[cluster]
+	if stats == nil {
+		stats = s.metrics.newClusterStats(cluster)
+		s.clusters[cluster] = stats
+	}
+	stats.agents++
+	b.stats = stats
 	s.backends[b] = struct{}{}
 	for _, key := range []string{"host", "ipv4", "ipv6"} {
 		for _, v := range b.identifiers[key] {
@@ -667,8 +668,10 @@ func (s *Server) removeBackend(ctx context.Context, b *backend) {
 		pkt *client.Packet
 	}
 	var notices []notice
+	gone := 0
 	for random, pd := range s.pending {
 		if pd.backend == b {
+			gone++
 			s.dropPendingLocked(random, pd)
 			notices = append(notices, notice{pd.frontend, dialResponse(random, 0, fmt.Sprintf("agent %s disconnected before answering", b.id))})
 		}
@@ -688,7 +691,12 @@ func (s *Server) removeBackend(ctx context.Context, b *backend) {
 			notices = append(notices, notice{f, closeResponse(key.connID, "")})
 		}
 	}
+	// Its connections are gone: a cluster without agents has none.
+	if b.stats.agents--; b.stats.agents == 0 {
+		delete(s.clusters, b.stats.name)
+	}
 	s.mu.Unlock()
+	b.stats.dialFailed(reasonAgentGone, gone)
 	for _, n := range notices {
 		if err := n.f.send(n.pkt); err != nil {
 			klog.FromContext(ctx).V(4).Info("Failed to tell a frontend its agent is gone", "err", err.Error())
@@ -704,10 +712,12 @@ func (s *Server) removeFrontend(f *frontend) {
 		connID int64
 	}
 	var closes []closing
+	var cancelled []*clusterStats
 	s.mu.Lock()
 	for random := range f.dials {
 		if pd := s.pending[random]; pd != nil && pd.frontend == f {
 			s.dropPendingLocked(random, pd)
+			cancelled = append(cancelled, pd.backend.stats)
 		}
 	}
 	for connID, b := range f.conns {
@@ -715,6 +725,9 @@ func (s *Server) removeFrontend(f *frontend) {
 		closes = append(closes, closing{b, connID})
 	}
 	s.mu.Unlock()
+	for _, stats := range cancelled {
+		stats.dialFailed(reasonCancelled, 1)
+	}
 	for _, c := range closes {
 		_ = c.b.send(closeRequest(c.connID))
 	}
@@ -737,6 +750,7 @@ func (s *Server) dropConnLocked(key connKey) *frontend {
 		return nil
 	}
 	delete(s.conns, key)
+	key.backend.stats.conns--
 	if r := s.routes[key]; r != nil {
 		delete(s.routes, key)
 		r.close()

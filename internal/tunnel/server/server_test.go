@@ -27,6 +27,12 @@ type testServer struct {
 	*framework.TunnelServer
 }
 
+// destHost are the options of the only server, routing by destination
+// host.
+func destHost() server.Options {
+	return server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}}
+}
+
 // startServer runs a Server with opts, and a PKI of its own, on loopback
 // (framework.ServeTunnelCore) until the test ends.
 func startServer(t *testing.T, opts server.Options) *testServer {
@@ -52,6 +58,12 @@ func (ts *testServer) startAgent(t *testing.T, agentID, cluster, identifiers str
 	g.Expect(err).NotTo(HaveOccurred())
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	g.Expect(err).NotTo(HaveOccurred())
+	return ts.startAgentWithCert(t, agentID, cert, identifiers)
+}
+
+// startAgentWithCert is startAgent with the client certificate cert.
+func (ts *testServer) startAgentWithCert(t *testing.T, agentID string, cert tls.Certificate, identifiers string) (stop func()) {
+	t.Helper()
 	creds := credentials.NewTLS(ts.PKI.ClientTLS(cert))
 	stopCh := make(chan struct{})
 	cfg := &anpagent.ClientSetConfig{
@@ -108,7 +120,7 @@ func eventuallyAgents(g Gomega, ts *testServer, n int) {
 func startEchoTunnel(t *testing.T) (ts *testServer, echo string, stopAgent func()) {
 	t.Helper()
 	g := NewWithT(t)
-	ts = startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
+	ts = startServer(t, destHost())
 	backend, err := framework.StartEchoServer()
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(backend.Close)
@@ -132,7 +144,7 @@ func TestEchoThroughStockAgentAndClient(t *testing.T) {
 func TestNoAgentFailsAtOnce(t *testing.T) {
 	verifyNoLeaks(t)
 	g := NewWithT(t)
-	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost}})
+	ts := startServer(t, destHost())
 	ts.startAgent(t, "agent-1", "cluster1", "ipv4=127.0.0.1")
 	eventuallyAgents(g, ts, 1)
 	start := time.Now()
@@ -146,20 +158,33 @@ func TestAgentBoundToItsCluster(t *testing.T) {
 	g := NewWithT(t)
 	var refused []string
 	var mu sync.Mutex
-	ts := startServer(t, server.Options{ServerID: "s1", ServerCount: 1, Strategies: []server.Strategy{server.StrategyDestHost},
-		Authorize: tunnel.AuthorizeAgent, // as the proxy-server command does
-		Refused: func(agentID string, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			refused = append(refused, agentID+": "+err.Error())
-		}})
+	opts := destHost()
+	opts.Authorize = tunnel.AuthorizeAgent // as the proxy-server command does
+	opts.Refused = func(agentID string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		refused = append(refused, agentID+": "+err.Error())
+	}
+	ts := startServer(t, opts)
 	// cluster1's certificate claiming cluster2.
-	ts.startAgent(t, "impostor", "cluster1", "host=cluster2")
+	stopImpostor := ts.startAgent(t, "impostor", "cluster1", "host=cluster2")
 	g.Eventually(func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return refused
 	}).WithTimeout(10 * time.Second).Should(ContainElement(And(HavePrefix("impostor: "), ContainSubstring("cluster cluster1 may not register identifier host=cluster2"))))
+	// Each refusal is counted under the certificate's cluster, not the
+	// one it claimed (the stock agent retries until it is stopped).
+	stopImpostor()
+	g.Eventually(func(g Gomega) {
+		mu.Lock()
+		n := len(refused)
+		mu.Unlock()
+		g.Expect(n).To(BeNumerically(">=", 1))
+		g.Expect(withPrefix(metricValues(t, ts.Server), "cluster_proxy_proxy_server_agent_refusals_total")).To(Equal(map[string]float64{
+			`cluster_proxy_proxy_server_agent_refusals_total{cluster="cluster1"}`: float64(n),
+		}))
+	}).WithTimeout(5 * time.Second).Should(Succeed())
 	g.Expect(ts.Agents()).To(BeZero())
 	_, err := ts.Dial(t.Context(), "cluster2:443")
 	g.Expect(err).To(MatchError(ContainSubstring(server.ErrNoAgent)), "the impostor receives no dial for cluster2")

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"crypto/x509"
+	"slices"
+	"strings"
+	"time"
+)
+
+// signerOUPrefix starts the organizational unit that names the CA in
+// proxy-agent certificates (identity.SignerOU).
+const signerOUPrefix = "signer-"
+
+// ClusterState is what the server knows of one cluster's agents: how many
+// are connected and what the certificate that expires first says, so a
+// health check can tell an agent whose renewal did not reach it, or one
+// signed by another CA, from a healthy one.
+type ClusterState struct {
+	// Cluster is the cluster the agents' certificates name in their
+	// cluster:<name> organizational unit (identity.ClusterFromCertificate);
+	// "" gathers agents whose certificate names none (only possible
+	// without the command's identity checks).
+	Cluster string
+	// Agents is the number of agent streams connected.
+	Agents int
+	// Connections is the number of open tunnelled connections to them.
+	Connections int
+	// Certificate describes the agent certificate that expires first;
+	// zero when no agent presented one.
+	Certificate CertificateState
+}
+
+// CertificateState describes an agent's client certificate.
+type CertificateState struct {
+	// NotBefore and NotAfter bound the certificate's validity.
+	NotBefore, NotAfter time.Time
+	// Serial is the serial number in hexadecimal, as the proxy-server logs
+	// it when the agent connects.
+	Serial string
+	// IssuerCommonName is the common name of the CA that signed it.
+	IssuerCommonName string
+	// SignerOU is its signer-<hash> organizational unit (identity.SignerOU),
+	// which names that CA by its certificate's hash; "" when it has none.
+	// (Its cluster:<name> unit is ClusterState.Cluster's source.)
+	SignerOU string
+}
+
+// certificateState describes cert.
+func certificateState(cert *x509.Certificate) CertificateState {
+	st := CertificateState{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Serial: cert.SerialNumber.Text(16),
+		IssuerCommonName: cert.Issuer.CommonName}
+	for _, ou := range cert.Subject.OrganizationalUnit {
+		if strings.HasPrefix(ou, signerOUPrefix) {
+			st.SignerOU = ou
+			break
+		}
+	}
+	return st
+}
+
+// Clusters returns the state of every cluster with a connected agent,
+// ordered by cluster name.
+func (s *Server) Clusters() []ClusterState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byName := make(map[string]*ClusterState, len(s.clusters))
+	earliest := map[string]*x509.Certificate{}
+	for b := range s.backends {
+		st := byName[b.stats.name]
+		if st == nil {
+			st = &ClusterState{Cluster: b.stats.name, Connections: b.stats.conns}
+			byName[b.stats.name] = st
+		}
+		st.Agents++
+		if e := earliest[b.stats.name]; b.cert != nil && (e == nil || b.cert.NotAfter.Before(e.NotAfter)) {
+			earliest[b.stats.name] = b.cert
+		}
+	}
+	out := make([]ClusterState, 0, len(byName))
+	for name, st := range byName {
+		if cert := earliest[name]; cert != nil {
+			st.Certificate = certificateState(cert)
+		}
+		out = append(out, *st)
+	}
+	slices.SortFunc(out, func(a, b ClusterState) int { return strings.Compare(a.Cluster, b.Cluster) })
+	return out
+}
