@@ -35,6 +35,10 @@ import (
 // maxVerbosity is the highest --v the service-proxy runs at.
 const maxVerbosity = 7
 
+// DefaultMetricsBindAddress is where the service-proxy serves /metrics by
+// default: the port after its health port.
+const DefaultMetricsBindAddress = ":8001"
+
 // Options are the settings of `cluster-proxy service-proxy`, with the
 // existing addon's flag names and defaults where it has them.
 type Options struct {
@@ -47,8 +51,8 @@ type Options struct {
 	// file is tolerated.
 	AdditionalServiceCAFile string
 	// BindAddress serves HTTPS; HealthBindAddress serves /healthz and
-	// /readyz.
-	BindAddress, HealthBindAddress string
+	// /readyz; MetricsBindAddress serves /metrics ("0" disables).
+	BindAddress, HealthBindAddress, MetricsBindAddress string
 	// Kubeconfig reaches the managed cluster; empty means in-cluster.
 	Kubeconfig string
 	// HubKubeconfig reaches the hub, for hub TokenReviews.
@@ -93,6 +97,7 @@ func NewOptions() *Options {
 		ClientCAFile:          "/etc/ca/ca.crt",
 		BindAddress:           fmt.Sprintf(":%d", proxyv1alpha1.ServiceProxyPort),
 		HealthBindAddress:     ":8000",
+		MetricsBindAddress:    DefaultMetricsBindAddress,
 		EnableImpersonation:   true,
 		TokenReviewCacheTTL:   10 * time.Second,
 		MaxIdleConns:          100,
@@ -118,6 +123,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.AdditionalServiceCAFile, "additional-service-ca", o.AdditionalServiceCAFile, "Additional CA certificates trusted for Service targets (a missing file is ignored).")
 	fs.StringVar(&o.BindAddress, "bind-address", o.BindAddress, "Address the HTTPS server listens on.")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "Address of /healthz and /readyz.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of /metrics (Prometheus, plain HTTP); 0 disables it.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to the managed cluster kubeconfig; empty means in-cluster (or $KUBECONFIG).")
 	fs.StringVar(&o.HubKubeconfig, "hub-kubeconfig", o.HubKubeconfig, "Path to the hub kubeconfig, for authenticating hub tokens (needed with --enable-impersonation).")
 	fs.BoolVar(&o.EnableImpersonation, "enable-impersonation", o.EnableImpersonation, "Authenticate hub tokens and forward their requests impersonating the hub user (hub service accounts as cluster:hub:<name>).")
@@ -166,6 +172,9 @@ func (o *Options) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("invalid %s %q: %w", flag, addr, err))
 		}
+	}
+	if err := command.ValidateMetricsAddress("--metrics-bind-address", o.MetricsBindAddress); err != nil {
+		errs = append(errs, err)
 	}
 	for flag, d := range map[string]time.Duration{
 		"--token-review-cache-ttl": o.TokenReviewCacheTTL, "--idle-conn-timeout": o.IdleConnTimeout,
@@ -267,7 +276,7 @@ func (o *Options) oidcConfig() authn.OIDCConfig {
 func (o *Options) Log(log logr.Logger) {
 	log.Info("service-proxy options",
 		"cert", o.CertFile, "key", o.KeyFile, "clientCA", o.ClientCAFile, "additionalServiceCA", o.AdditionalServiceCAFile,
-		"bindAddress", o.BindAddress, "healthBindAddress", o.HealthBindAddress,
+		"bindAddress", o.BindAddress, "healthBindAddress", o.HealthBindAddress, "metricsBindAddress", o.MetricsBindAddress,
 		"kubeconfig", o.Kubeconfig, "hubKubeconfig", o.HubKubeconfig, "enableImpersonation", o.EnableImpersonation,
 		"tokenReviewCacheTTL", o.TokenReviewCacheTTL, "maxIdleConns", o.MaxIdleConns, "idleConnTimeout", o.IdleConnTimeout,
 		"tlsHandshakeTimeout", o.TLSHandshakeTimeout, "expectContinueTimeout", o.ExpectContinueTimeout,
@@ -327,6 +336,12 @@ func Run(ctx context.Context, o *Options) error {
 		ReadHeaderTimeout: 32 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 	}
+	// Metrics are served until the drain is over.
+	metrics, err := command.ServeMetrics(ctx, o.MetricsBindAddress, server.Metrics.Collectors()...)
+	if err != nil {
+		return fmt.Errorf("failed to serve --metrics-bind-address %s: %w", o.MetricsBindAddress, err)
+	}
+	defer metrics.Stop()
 	listener, err := net.Listen("tcp", o.BindAddress)
 	if err != nil {
 		return fmt.Errorf("failed to listen on --bind-address %s: %w", o.BindAddress, err)
@@ -395,6 +410,11 @@ func (o *Options) newServer(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	providers := make([]string, 0, len(s.Authn))
+	for _, p := range s.Authn {
+		providers = append(providers, p.Name)
+	}
+	s.Metrics = NewMetrics(providers)
 	return s, nil
 }
 

@@ -2,6 +2,7 @@ package serviceproxy
 
 import (
 	"flag"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -177,4 +178,29 @@ func TestValidateVerbosity(t *testing.T) {
 	g.Expect(o.Validate()).To(Succeed())
 	g.Expect(fs.Set("v", "8")).To(Succeed())
 	g.Expect(o.Validate()).To(MatchError(ContainSubstring("--v above 7 is refused")))
+}
+
+func TestValidateMetricsBindAddress(t *testing.T) {
+	for _, tt := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{args: nil},
+		{args: []string{"--metrics-bind-address=0"}},
+		{args: []string{"--metrics-bind-address=127.0.0.1:9100"}},
+		{args: []string{"--metrics-bind-address=9100"}, wantErr: `invalid --metrics-bind-address "9100"`},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			g := NewWithT(t)
+			o, err := parse(t, "", tt.args...)
+			g.Expect(err).NotTo(HaveOccurred())
+			if tt.wantErr == "" {
+				g.Expect(o.Validate()).To(Succeed())
+				return
+			}
+			g.Expect(o.Validate()).To(MatchError(ContainSubstring(tt.wantErr)))
+		})
+	}
+	g := NewWithT(t)
+	g.Expect(NewOptions().MetricsBindAddress).To(Equal(":8001"), "the port after the health port")
 }

@@ -49,30 +49,35 @@ type Server struct {
 	// Authn authenticates bearer tokens for the kube-apiserver; nil passes
 	// every request through with its own credentials.
 	Authn authn.Chain
+	// Metrics count answers and authentication outcomes; nil counts nothing.
+	Metrics *Metrics
 }
 
 // ServeHTTP checks the caller, resolves the target and forwards the request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := klog.FromContext(r.Context())
 	if err := checkCaller(r); err != nil {
-		httpserve.WriteStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, err.Error())
+		s.Metrics.authenticated(ProviderClientCertificate, authn.Rejected)
+		s.refuse(w, targetNone, http.StatusForbidden, metav1.StatusReasonForbidden, err.Error())
 		return
 	}
+	s.Metrics.authenticated(ProviderClientCertificate, authn.Authenticated)
 	target, err := ResolveTarget(r.Header)
 	if err != nil {
-		httpserve.WriteStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		s.refuse(w, targetNone, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 		return
 	}
 	transport := s.Services
 	targetURL := target.URL
+	targetLabel := targetService
 	var impersonate *authn.Result
 	if target.KubeAPIServer {
-		targetURL, transport = s.KubeAPIServer, s.Anonymous
+		targetURL, transport, targetLabel = s.KubeAPIServer, s.Anonymous, targetKubeAPIServer
 		if s.Authn != nil {
 			res, status, msg := s.authenticate(r.Context(), r.Header)
 			if status != 0 {
 				log.V(2).Info("refused a request for the kube-apiserver", "reason", msg)
-				httpserve.WriteStatus(w, status, metav1.StatusReasonUnauthorized, msg)
+				s.refuse(w, targetLabel, status, metav1.StatusReasonUnauthorized, msg)
 				return
 			}
 			if res.Provider.Impersonate {
@@ -96,21 +101,33 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		},
 		Transport:  transport,
 		BufferPool: bodyBuffers,
+		// Called when the target's answer arrives, upgrades included.
+		ModifyResponse: func(resp *http.Response) error {
+			s.Metrics.answered(targetLabel, resp.StatusCode)
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			log.V(2).Info("failed to reach the target", "target", targetURL.Host, "err", err.Error())
 			// A Service name that does not resolve is a Service the cluster
 			// does not have: the caller's mistake, not a gateway failure.
 			var dnsErr *net.DNSError
 			if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-				httpserve.WriteStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound,
+				s.refuse(w, targetLabel, http.StatusNotFound, metav1.StatusReasonNotFound,
 					fmt.Sprintf("the service-proxy found no Service at %s on this cluster (%s does not resolve): check the Cluster-Proxy-Service and Cluster-Proxy-Namespace headers", targetURL.Host, dnsErr.Name))
 				return
 			}
-			httpserve.WriteStatus(w, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable,
+			s.refuse(w, targetLabel, http.StatusBadGateway, metav1.StatusReasonServiceUnavailable,
 				fmt.Sprintf("the service-proxy failed to reach %s: %v", targetURL.Host, err))
 		},
 	}
 	proxy.ServeHTTP(w, r)
+}
+
+// refuse answers with a Status of its own (no target answered) and counts
+// the answer.
+func (s *Server) refuse(w http.ResponseWriter, target string, code int, reason metav1.StatusReason, msg string) {
+	s.Metrics.answered(target, code)
+	httpserve.WriteStatus(w, code, reason, msg)
 }
 
 // authenticate authenticates the bearer token in h. It returns who the
@@ -124,7 +141,7 @@ func (s *Server) authenticate(ctx context.Context, h http.Header) (res *authn.Re
 	if !ok {
 		return nil, http.StatusUnauthorized, "the request carries no bearer token (Authorization: Bearer <token>)"
 	}
-	res, err := s.Authn.Authenticate(ctx, token)
+	res, err := s.Authn.Authenticate(ctx, token, s.Metrics.authenticated)
 	var rejected *authn.RejectedError
 	switch {
 	case errors.As(err, &rejected):

@@ -44,6 +44,12 @@ const tlsProfileReadTimeout = 30 * time.Second
 // DefaultExposedServicesConfigMap is the allowlist ConfigMap's default name.
 const DefaultExposedServicesConfigMap = "cluster-proxy-exposed-services"
 
+// DefaultMetricsBindAddress is where the user-server serves /metrics by
+// default: not the service-proxy's 8001, so both run side by side on one
+// host (the controllers container of the user-server's pod has 8080 and
+// 8081).
+const DefaultMetricsBindAddress = ":8002"
+
 // Options are the settings of `cluster-proxy user-server`, with the
 // existing addon's flag names and defaults where it has them.
 type Options struct {
@@ -64,8 +70,9 @@ type Options struct {
 	// ExposedServicesConfigMap names the allowlist ConfigMap in
 	// PodNamespace.
 	ExposedServicesConfigMap string
-	// HealthBindAddress serves /healthz and /readyz.
-	HealthBindAddress string
+	// HealthBindAddress serves /healthz and /readyz; MetricsBindAddress
+	// serves /metrics ("0" disables).
+	HealthBindAddress, MetricsBindAddress string
 	// DrainTimeout bounds the graceful shutdown; MinDrainDuration is how
 	// long the user-server stays up not ready before it stops accepting.
 	DrainTimeout, MinDrainDuration time.Duration
@@ -84,6 +91,7 @@ func NewOptions() *Options {
 		ServerPort:               9092,
 		ExposedServicesConfigMap: DefaultExposedServicesConfigMap,
 		HealthBindAddress:        ":8000",
+		MetricsBindAddress:       DefaultMetricsBindAddress,
 		DrainTimeout:             30 * time.Second,
 		MinDrainDuration:         10 * time.Second,
 	}
@@ -102,6 +110,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ServiceProxyCACert, "service-proxy-ca-cert", o.ServiceProxyCACert, "CA certificate that verifies the managed clusters' service-proxies.")
 	fs.StringVar(&o.ExposedServicesConfigMap, "exposed-services-configmap", o.ExposedServicesConfigMap, "ConfigMap in $POD_NAMESPACE listing the Services the user-server exposes (default deny).")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "Address of /healthz and /readyz.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of /metrics (Prometheus, plain HTTP); 0 disables it.")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "How long open requests may take to finish at shutdown.")
 	fs.DurationVar(&o.MinDrainDuration, "min-drain-duration", o.MinDrainDuration, "How long the user-server reports not ready before it stops accepting requests.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Path to the hub kubeconfig; empty means in-cluster configuration (or $KUBECONFIG).")
@@ -139,6 +148,9 @@ func (o *Options) Validate() error {
 	if _, _, err := net.SplitHostPort(o.HealthBindAddress); err != nil {
 		errs = append(errs, fmt.Errorf("invalid --health-bind-address %q: %w", o.HealthBindAddress, err))
 	}
+	if err := command.ValidateMetricsAddress("--metrics-bind-address", o.MetricsBindAddress); err != nil {
+		errs = append(errs, err)
+	}
 	if o.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("invalid --drain-timeout %s: must not be negative", o.DrainTimeout))
 	}
@@ -160,7 +172,7 @@ func (o *Options) Log(log logr.Logger) {
 		"host", o.Host, "port", o.Port, "proxyCACert", o.ProxyCACert, "proxyCert", o.ProxyCert, "proxyKey", o.ProxyKey,
 		"serverCert", o.ServerCert, "serverKey", o.ServerKey, "serverPort", o.ServerPort,
 		"serviceProxyCACert", o.ServiceProxyCACert, "exposedServicesConfigMap", o.ExposedServicesConfigMap,
-		"healthBindAddress", o.HealthBindAddress, "drainTimeout", o.DrainTimeout, "minDrainDuration", o.MinDrainDuration,
+		"healthBindAddress", o.HealthBindAddress, "metricsBindAddress", o.MetricsBindAddress, "drainTimeout", o.DrainTimeout, "minDrainDuration", o.MinDrainDuration,
 		"kubeconfig", o.Kubeconfig, "podNamespace", o.PodNamespace)
 }
 
@@ -242,7 +254,7 @@ func Run(ctx context.Context, o *Options) error {
 		return fmt.Errorf("failed to load --server-cert %s and --server-key %s: %w", o.ServerCert, o.ServerKey, err)
 	}
 	log := klog.FromContext(ctx)
-	handler := &Server{Transport: transport, Allowlist: allowlist.Allowlist}
+	handler := &Server{Transport: transport, Allowlist: allowlist.Allowlist, Metrics: NewMetrics()}
 	server := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handler.ServeHTTP(w, r.WithContext(klog.NewContext(r.Context(), log)))
@@ -260,6 +272,12 @@ func Run(ctx context.Context, o *Options) error {
 	if ctx.Err() != nil {
 		return nil // stopped before serving
 	}
+	// Metrics are served until the drain is over.
+	metrics, err := command.ServeMetrics(ctx, o.MetricsBindAddress, handler.Metrics.Collectors()...)
+	if err != nil {
+		return fmt.Errorf("failed to serve --metrics-bind-address %s: %w", o.MetricsBindAddress, err)
+	}
+	defer metrics.Stop()
 	listener, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(o.ServerPort)))
 	if err != nil {
 		return fmt.Errorf("failed to listen on --server-port %d: %w", o.ServerPort, err)

@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -26,6 +27,8 @@ type Server struct {
 	Transport http.RoundTripper
 	// Allowlist returns the exposed-services list in force.
 	Allowlist func() Allowlist
+	// Metrics count the answers by cluster; nil counts nothing.
+	Metrics *Metrics
 }
 
 // bodyBuffers are the body-copy buffers of every Server's forwarding.
@@ -33,14 +36,15 @@ var bodyBuffers = &httpserve.BufferPool{}
 
 // ServeHTTP routes the request and forwards it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	log := klog.FromContext(r.Context())
 	route, err := ParseRoute(r.URL.EscapedPath())
 	if err != nil {
-		httpserve.WriteStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		s.refuse(w, UnknownCluster, start, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 		return
 	}
 	if route.Service && !s.Allowlist().Allows(route.Target) {
-		httpserve.WriteStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf(
+		s.refuse(w, route.Cluster, start, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf(
 			"service %s/%s (%s, port %d) is not exposed by the user-server: add it to the exposed-services ConfigMap",
 			route.Target.Namespace, route.Target.Name, route.Target.Proto, route.Target.Port))
 		return
@@ -65,6 +69,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 		Transport: s.Transport,
+		// Called when the service-proxy's answer arrives, upgrades
+		// included.
+		ModifyResponse: func(resp *http.Response) error {
+			s.Metrics.answered(route.Cluster, true, resp.StatusCode, start)
+			return nil
+		},
 		// Streamed answers (watches, followed logs: no Content-Length, or
 		// text/event-stream) are flushed as they come, by ReverseProxy
 		// itself. An answer of known length is written in one piece: an
@@ -76,10 +86,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			code, reason, msg := describeError(route.Cluster, err)
 			log.V(2).Info("Failed to forward a request", "cluster", route.Cluster, "path", route.Path, "err", err.Error())
-			httpserve.WriteStatus(w, code, reason, msg)
+			s.refuse(w, route.Cluster, start, code, reason, msg)
 		},
 	}
 	proxy.ServeHTTP(w, r)
+}
+
+// refuse answers a request for cluster that arrived at start with a Status
+// of the user-server's own, and counts the answer.
+func (s *Server) refuse(w http.ResponseWriter, cluster string, start time.Time, code int, reason metav1.StatusReason, msg string) {
+	s.Metrics.answered(cluster, false, code, start)
+	httpserve.WriteStatus(w, code, reason, msg)
 }
 
 // describeError turns a forwarding error into the status the user sees,

@@ -69,14 +69,37 @@ func (e *RejectedError) Error() string {
 	return msg
 }
 
+// Outcome is what one provider made of a token.
+type Outcome string
+
+// The outcomes of a provider, also the values of the service-proxy's
+// authentication metric's result label.
+const (
+	// Authenticated: the provider knows the token's user.
+	Authenticated Outcome = "authenticated"
+	// Rejected: the provider does not accept the token; the chain tries the
+	// next provider.
+	Rejected Outcome = "rejected"
+	// Failed: the provider could not decide (an outage); the chain stops.
+	Failed Outcome = "error"
+)
+
+// Observer is told, in chain order, the outcome of each provider that was
+// asked about a token.
+type Observer func(provider string, outcome Outcome)
+
 // Chain tries its providers in order.
 type Chain []*Provider
 
 // Authenticate returns the first provider's result that accepts token. A
 // rejection (or an *InvalidTokenError) tries the next provider; any other
 // error stops at once and is returned naming the provider. When all reject,
-// the error is a *RejectedError.
-func (c Chain) Authenticate(ctx context.Context, token string) (*Result, error) {
+// the error is a *RejectedError. observe, when not nil, is told each asked
+// provider's outcome.
+func (c Chain) Authenticate(ctx context.Context, token string, observe Observer) (*Result, error) {
+	if observe == nil {
+		observe = func(string, Outcome) {}
+	}
 	var tried, reasons []string
 	for _, p := range c {
 		resp, ok, err := p.Token.AuthenticateToken(ctx, token)
@@ -86,12 +109,15 @@ func (c Chain) Authenticate(ctx context.Context, token string) (*Result, error) 
 			reasons = append(reasons, p.Name+": "+invalid.Reason)
 			ok = false
 		case err != nil:
+			observe(p.Name, Failed)
 			return nil, fmt.Errorf("the %s authenticator failed: %w", p.Name, err)
 		}
 		tried = append(tried, p.Name)
 		if !ok || resp == nil || resp.User == nil {
+			observe(p.Name, Rejected)
 			continue
 		}
+		observe(p.Name, Authenticated)
 		u := resp.User
 		if p.MapUser != nil {
 			u = p.MapUser(u)

@@ -38,12 +38,19 @@ func TestChain(t *testing.T) {
 		wantRejected  []string
 		wantErr       string
 		wantHubCalled bool
+		// wantOutcomes are the observed outcomes, "<provider>=<outcome>".
+		wantOutcomes []string
 	}{
-		{name: "the managed cluster knows the token", managed: &fixed{user: alice}, hub: &fixed{user: hubSA}, wantProvider: "managed", wantUser: "alice"},
-		{name: "a managed rejection falls through to the hub", managed: &fixed{}, hub: &fixed{user: hubSA}, wantProvider: "hub", wantUser: "cluster:hub:system:serviceaccount:ns:sa", wantHubCalled: true},
-		{name: "both reject", managed: &fixed{}, hub: &fixed{}, wantRejected: []string{"managed", "hub"}, wantHubCalled: true},
-		{name: "a managed outage stops the chain", managed: &fixed{err: outage}, hub: &fixed{user: hubSA}, wantErr: "the managed authenticator failed: connection refused"},
-		{name: "a hub outage after a managed rejection", managed: &fixed{}, hub: &fixed{err: outage}, wantErr: "the hub authenticator failed: connection refused", wantHubCalled: true},
+		{name: "the managed cluster knows the token", managed: &fixed{user: alice}, hub: &fixed{user: hubSA}, wantProvider: "managed", wantUser: "alice",
+			wantOutcomes: []string{"managed=authenticated"}},
+		{name: "a managed rejection falls through to the hub", managed: &fixed{}, hub: &fixed{user: hubSA}, wantProvider: "hub", wantUser: "cluster:hub:system:serviceaccount:ns:sa", wantHubCalled: true,
+			wantOutcomes: []string{"managed=rejected", "hub=authenticated"}},
+		{name: "both reject", managed: &fixed{}, hub: &fixed{}, wantRejected: []string{"managed", "hub"}, wantHubCalled: true,
+			wantOutcomes: []string{"managed=rejected", "hub=rejected"}},
+		{name: "a managed outage stops the chain", managed: &fixed{err: outage}, hub: &fixed{user: hubSA}, wantErr: "the managed authenticator failed: connection refused",
+			wantOutcomes: []string{"managed=error"}},
+		{name: "a hub outage after a managed rejection", managed: &fixed{}, hub: &fixed{err: outage}, wantErr: "the hub authenticator failed: connection refused", wantHubCalled: true,
+			wantOutcomes: []string{"managed=rejected", "hub=error"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,7 +59,11 @@ func TestChain(t *testing.T) {
 				{Name: "managed", Token: tt.managed},
 				{Name: "hub", Token: tt.hub, Impersonate: true, MapUser: HubUser},
 			}
-			res, err := chain.Authenticate(t.Context(), "token")
+			var outcomes []string
+			res, err := chain.Authenticate(t.Context(), "token", func(provider string, outcome Outcome) {
+				outcomes = append(outcomes, provider+"="+string(outcome))
+			})
+			g.Expect(outcomes).To(Equal(tt.wantOutcomes))
 			hubCalled := tt.hub.calls > 0
 			g.Expect(hubCalled).To(Equal(tt.wantHubCalled), "whether the hub was asked")
 			switch {
@@ -106,14 +117,16 @@ func TestChainInvalidToken(t *testing.T) {
 		{Name: "managed", Token: &fixed{}},
 		{Name: "oidc", Token: refusing{reason: "verify token: token is expired"}, Impersonate: true},
 	}
-	_, err := chain.Authenticate(t.Context(), "token")
+	var outcomes []Outcome
+	_, err := chain.Authenticate(t.Context(), "token", func(_ string, outcome Outcome) { outcomes = append(outcomes, outcome) })
+	g.Expect(outcomes).To(Equal([]Outcome{Rejected, Rejected}), "an invalid token is a rejection")
 	g.Expect(err).To(MatchError(&RejectedError{Tried: []string{"managed", "oidc"}, Reasons: []string{"oidc: verify token: token is expired"}}))
 	g.Expect(err).To(MatchError("the token was rejected by every authenticator tried: managed, oidc (oidc: verify token: token is expired)"))
 
 	// An invalid token for one provider falls through to the next.
 	next := &fixed{user: alice}
 	chain = Chain{{Name: "oidc", Token: refusing{reason: "expected audience"}}, {Name: "last", Token: next}}
-	res, err := chain.Authenticate(t.Context(), "token")
+	res, err := chain.Authenticate(t.Context(), "token", nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(res.Provider.Name).To(Equal("last"))
 }

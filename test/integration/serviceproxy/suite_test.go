@@ -192,6 +192,9 @@ func startServiceProxyWithNames(ctx context.Context, name string, args, env []st
 		"--kubeconfig=" + filepath.Join(dir, "managed.kubeconfig"),
 		"--hub-kubeconfig=" + filepath.Join(dir, "hub.kubeconfig"),
 		"--bind-address=" + address, "--health-bind-address=" + healthAddress,
+		// Metrics only where a spec asks for them (args come after): the
+		// default port is one for the whole host.
+		"--metrics-bind-address=0",
 		proxyVerbosity,
 	}, args...)
 	if names == nil {
