@@ -3,6 +3,7 @@ package addonmanager
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,30 @@ type certificateTrigger struct {
 	// trigger queues one addon for rendering (the addon-framework
 	// manager's Trigger).
 	trigger func(clusterName, addonName string)
+
+	mu sync.Mutex
+	// store is the informer's, once Start made it (metrics read it).
+	store cache.Store
+}
+
+// secret returns the service-proxy certificate Secret as the watch last saw
+// it, or nil when it is not watched (yet) or does not exist. t may be nil.
+func (t *certificateTrigger) secret() *corev1.Secret {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	store := t.store
+	t.mu.Unlock()
+	if store == nil {
+		return nil
+	}
+	obj, ok, err := store.GetByKey(t.namespace + "/" + proxyv1alpha1.ServiceProxyCertSecretName)
+	if err != nil || !ok {
+		return nil
+	}
+	secret, _ := obj.(*corev1.Secret)
+	return secret
 }
 
 // Start watches the Secret until ctx ends.
@@ -62,6 +87,9 @@ func (t *certificateTrigger) Start(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("failed to watch the service-proxy certificate Secret: %w", err)
 	}
+	t.mu.Lock()
+	t.store = informer.GetStore()
+	t.mu.Unlock()
 	factory.Start(ctx.Done())
 	<-ctx.Done()
 	factory.Shutdown()

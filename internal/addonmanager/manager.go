@@ -135,8 +135,15 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 		return nil, fmt.Errorf("failed to set up the ManagedProxyConfiguration reconciler: %w", err)
 	}
 
-	if err := addAgentAddon(ctx, mgr, cfg, o, ca); err != nil {
+	serviceProxyCert, err := addAgentAddon(ctx, mgr, cfg, o, ca)
+	if err != nil {
 		return nil, err
+	}
+	// A plain Runnable: the metrics are the leader's, which keeps what they
+	// report.
+	metrics := &certificateMetrics{reader: mgr.GetClient(), ca: ca, serviceProxy: serviceProxyCert}
+	if err := mgr.Add(manager.RunnableFunc(metrics.Start)); err != nil {
+		return nil, fmt.Errorf("failed to add the certificate metrics: %w", err)
 	}
 	if o.FeatureGates.Enabled(FeatureClusterProfile) {
 		if err := addClusterProfiles(mgr, cfg); err != nil {
@@ -193,20 +200,21 @@ func CacheOptions(podNamespace string) cache.Options {
 }
 
 // addAgentAddon runs the addon-framework manager with the cluster-proxy
-// agent addon, only while this addon-manager is the leader.
-func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *Options, ca *signer.Store) error {
+// agent addon, only while this addon-manager is the leader. With the
+// service-proxy on, it returns the watch of the service-proxy certificate.
+func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *Options, ca *signer.Store) (*certificateTrigger, error) {
 	kubeClient, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("failed to create a kube client: %w", err)
+		return nil, fmt.Errorf("failed to create a kube client: %w", err)
 	}
 	addonClient, err := addonclient.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("failed to create an addon client: %w", err)
+		return nil, fmt.Errorf("failed to create an addon client: %w", err)
 	}
 	registration := &agentaddon.Registration{CA: ca, Clock: clock.RealClock{}}
 	csrs := &agentaddon.CSRController{Client: mgr.GetClient(), KubeClient: kubeClient, Registration: registration, Recorder: mgr.GetEventRecorder(LeaderElectionID)}
 	if err := csrs.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("failed to set up the certificate request controller: %w", err)
+		return nil, fmt.Errorf("failed to set up the certificate request controller: %w", err)
 	}
 	agentAddon, err := agentaddon.New(agentaddon.Options{
 		Values: &agentaddon.ValuesBuilder{
@@ -227,23 +235,24 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 		DefaultInstallNamespace: o.AgentInstallNamespace,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	addonManager, err := addonframework.New(cfg)
 	if err != nil {
-		return fmt.Errorf("failed to create the addon-framework manager: %w", err)
+		return nil, fmt.Errorf("failed to create the addon-framework manager: %w", err)
 	}
 	if err := addonManager.AddAgent(agentAddon); err != nil {
-		return fmt.Errorf("failed to add the %s agent addon: %w", agentaddon.AddonName, err)
+		return nil, fmt.Errorf("failed to add the %s agent addon: %w", agentaddon.AddonName, err)
 	}
+	var trigger *certificateTrigger
 	if o.EnableServiceProxy {
-		trigger := &certificateTrigger{kubeClient: kubeClient, addonClient: addonClient, namespace: o.SignerSecretNamespace, trigger: addonManager.Trigger}
+		trigger = &certificateTrigger{kubeClient: kubeClient, addonClient: addonClient, namespace: o.SignerSecretNamespace, trigger: addonManager.Trigger}
 		if err := mgr.Add(manager.RunnableFunc(trigger.Start)); err != nil {
-			return fmt.Errorf("failed to add the service-proxy certificate trigger: %w", err)
+			return nil, fmt.Errorf("failed to add the service-proxy certificate trigger: %w", err)
 		}
 	}
 	// A plain RunnableFunc runs only on the leader.
-	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+	return trigger, mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		if err := addonManager.Start(ctx); err != nil {
 			return fmt.Errorf("failed to start the addon-framework manager: %w", err)
 		}

@@ -16,8 +16,44 @@ const UserServerSecretName = proxyv1alpha1.UserServerSecretName
 // UserServerServiceName is the Service of the hub user-server.
 const UserServerServiceName = proxyv1alpha1.UserServerServiceName
 
+// Which certificate a Secret holds, as CertificateSecret names it.
+const (
+	// CertificateProxyServer serves the proxy-servers' frontend to hub clients.
+	CertificateProxyServer = "proxy-server"
+	// CertificateAgentServer serves the proxy-servers' agent port.
+	CertificateAgentServer = "agent-server"
+	// CertificateProxyClient is the hub clients' (the user-server's) client
+	// certificate.
+	CertificateProxyClient = "proxy-client"
+	// CertificateUserServer serves the user-server.
+	CertificateUserServer = "user-server"
+)
+
+// CertificateSecret is a certificate Secret the reconciler keeps for a
+// ManagedProxyConfiguration.
+type CertificateSecret struct {
+	// Certificate says which certificate the Secret holds:
+	// CertificateProxyServer, CertificateAgentServer, CertificateProxyClient
+	// or CertificateUserServer.
+	Certificate string
+	// Namespace and Name locate the kubernetes.io/tls Secret.
+	Namespace, Name string
+}
+
+// CertificateSecrets lists the certificate Secrets mpc asks for.
+func CertificateSecrets(mpc *proxyv1alpha1.ManagedProxyConfiguration) []CertificateSecret {
+	desired := desiredCertificates(mpc, nil)
+	out := make([]CertificateSecret, 0, len(desired))
+	for _, c := range desired {
+		out = append(out, CertificateSecret{Certificate: c.name, Namespace: mpc.Spec.ProxyServer.Namespace, Name: c.secretName})
+	}
+	return out
+}
+
 // certificate is one certificate Secret the reconciler keeps current.
 type certificate struct {
+	// name says which certificate it is (CertificateProxyServer, ...).
+	name string
 	// secretName is the kubernetes.io/tls Secret in the proxy-server namespace.
 	secretName string
 	// condition reports its state on the ManagedProxyConfiguration.
@@ -41,16 +77,19 @@ func desiredCertificates(mpc *proxyv1alpha1.ManagedProxyConfiguration, entrypoin
 
 	out := []certificate{
 		{
+			name:       CertificateProxyServer,
 			secretName: secrets.SigningProxyServerSecretName,
 			condition:  proxyv1alpha1.ConditionTypeProxyServerSecretSigned,
 			spec:       certs.LeafSpec{CommonName: "cluster-proxy-proxy-server", SANs: sans, Usage: certs.UsageServing},
 		},
 		{
+			name:       CertificateAgentServer,
 			secretName: secrets.SigningAgentServerSecretName,
 			condition:  proxyv1alpha1.ConditionTypeAgentServerSecretSigned,
 			spec:       certs.LeafSpec{CommonName: "cluster-proxy-agent-server", SANs: sans, Usage: certs.UsageServing},
 		},
 		{
+			name:       CertificateProxyClient,
 			secretName: secrets.SigningProxyClientSecretName,
 			condition:  proxyv1alpha1.ConditionTypeProxyClientSecretSigned,
 			spec:       certs.LeafSpec{CommonName: "cluster-proxy-proxy-client", SANs: sans, Usage: certs.UsageClient},
@@ -62,6 +101,7 @@ func desiredCertificates(mpc *proxyv1alpha1.ManagedProxyConfiguration, entrypoin
 			UserServerServiceName+"."+ns, UserServerServiceName+"."+ns+".svc",
 			UserServerServiceName+"."+ns+".svc.cluster.local"))
 		out = append(out, certificate{
+			name:       CertificateUserServer,
 			secretName: UserServerSecretName,
 			condition:  proxyv1alpha1.ConditionTypeUserServerSecretSigned,
 			spec:       certs.LeafSpec{CommonName: "cluster-proxy-user-server", SANs: userSANs, Usage: certs.UsageServing},

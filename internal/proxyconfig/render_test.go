@@ -54,6 +54,19 @@ func TestDesiredCertificates(t *testing.T) {
 	g.Expect(got[3].spec.SANs).To(ContainElements("users.example.com", "cluster-proxy-addon-user.ns.svc.cluster.local"))
 }
 
+func TestCertificateSecrets(t *testing.T) {
+	g := NewWithT(t)
+	mpc := testMPC()
+	mpc.Spec.Authentication.Dump.Secrets.SigningProxyClientSecretName = "my-client"
+	g.Expect(CertificateSecrets(mpc)).To(Equal([]CertificateSecret{
+		{Certificate: "proxy-server", Namespace: "ns", Name: "proxy-server"},
+		{Certificate: "agent-server", Namespace: "ns", Name: "agent-server"},
+		{Certificate: "proxy-client", Namespace: "ns", Name: "my-client"},
+	}))
+	mpc.Spec.UserServer = &proxyv1alpha1.UserServerConfiguration{}
+	g.Expect(CertificateSecrets(mpc)).To(ContainElement(CertificateSecret{Certificate: "user-server", Namespace: "ns", Name: UserServerSecretName}))
+}
+
 func TestArgsHonourDeployPortsAndOrder(t *testing.T) {
 	g := NewWithT(t)
 	mpc := testMPC()

@@ -5,7 +5,9 @@ package signer
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,12 +37,27 @@ type Store struct {
 	Namespace, Name string
 	// Clock dates a new CA.
 	Clock clock.PassiveClock
+
+	// loaded is the CA certificate last loaded or created (metrics).
+	loaded atomic.Pointer[x509.Certificate]
 }
+
+// Certificate returns the CA certificate LoadOrCreate last returned, or nil
+// before it returned one.
+func (s *Store) Certificate() *x509.Certificate { return s.loaded.Load() }
 
 // LoadOrCreate returns the CA stored in the Secret, creating a new
 // self-signed CA (certs.NewCA) and the Secret when it does not exist. When
 // two callers race, exactly one Secret is created and both return its CA.
 func (s *Store) LoadOrCreate(ctx context.Context) (*certs.CA, error) {
+	ca, err := s.loadOrCreate(ctx)
+	if err == nil {
+		s.loaded.Store(ca.Cert)
+	}
+	return ca, err
+}
+
+func (s *Store) loadOrCreate(ctx context.Context) (*certs.CA, error) {
 	ca, err := s.load(ctx)
 	if err == nil || !apierrors.IsNotFound(err) {
 		return ca, err
