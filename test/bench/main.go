@@ -4,7 +4,9 @@
 // v0.36.0's stock binaries: bulk throughput (one stream and eight in parallel, each way),
 // 64-byte round trips, dial plus first round trip (konnectivity's
 // single-use tunnel and our pooled Dialer), and the proxy-server and agent
-// memory with idle tunnelled connections. It prints each figure with its
+// memory with idle tunnelled connections, and isolation (another
+// connection's download while one connection's reader is stopped with a
+// gigabyte pending; isolation.go). It prints each figure with its
 // ratios to direct TCP and to the topology limit. Memory is measured first,
 // on fresh processes; then the paths take turns: each throughput figure
 // twice per path (the best shown), round trips and dials in batches of 100
@@ -188,6 +190,12 @@ func measureTunnels(ctx context.Context, dir string, bins *binaries, size int64,
 		return err
 	}
 	table.print(os.Stdout, direct.name, limit.name)
+	ours := paths[2].name
+	if v, ok := table.values[isolationRatioRow][ours]; ok {
+		pending := table.values[isolationPendingRow][ours]
+		fmt.Printf("\ngoal: with %d MiB pending behind a stopped reader (at least %d), another connection of the agent at ≥ %.1f× its speed alone: %.2f× — %s\n",
+			int(pending), isolationPendingMin>>20, isolationGoal, v, metOrNot(v >= isolationGoal && pending >= isolationPendingMin>>20))
+	}
 	return nil
 }
 
@@ -376,6 +384,8 @@ func serve(conn net.Conn) {
 		_, _ = conn.Write([]byte{'k'})
 	case 'E':
 		_, _ = io.Copy(conn, conn)
+	case 'S':
+		serveStalled(conn)
 	}
 }
 
@@ -398,7 +408,7 @@ func throughput(ctx context.Context, p *path, op byte, total int64, streams int)
 			return 0, err
 		}
 	}
-	return float64(per*int64(streams)*8) / time.Since(start).Seconds() / 1e9, nil
+	return gbps(per*int64(streams), time.Since(start)), nil
 }
 
 func transfer(ctx context.Context, p *path, op byte, n int64) error {
@@ -473,13 +483,28 @@ func measureAll(ctx context.Context, paths []*path, size int64, rounds, dials, i
 					slices.Reverse(order)
 				}
 				for _, p := range order {
-					gbps, err := throughput(ctx, p, dir, size, streams)
+					v, err := throughput(ctx, p, dir, size, streams)
 					if err != nil {
 						return fmt.Errorf("%s: %w", p.name, err)
 					}
-					r.max(row, p.name, gbps)
+					r.max(row, p.name, v)
 				}
 			}
+		}
+	}
+	for _, p := range paths {
+		if p.server == nil {
+			continue
+		}
+		iso, err := measureIsolation(ctx, p)
+		if err != nil {
+			return fmt.Errorf("%s: isolation: %w", p.name, err)
+		}
+		r.add(isolationPendingRow, p.name, float64(iso.pending>>20))
+		r.add(fmt.Sprintf("isolation: another connection's %d MiB beside it, Gbit/s", isolationSize>>20), p.name, iso.beside)
+		r.add(isolationRatioRow, p.name, iso.beside/iso.solo)
+		if iso.moved < isolationSize {
+			r.add(fmt.Sprintf("isolation: MiB it moved in %s (stalled)", isolationLimit), p.name, float64(iso.moved>>20))
 		}
 	}
 	if err := roundTrips(ctx, paths, rounds, r); err != nil {
