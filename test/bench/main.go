@@ -65,11 +65,12 @@ func main() {
 	idle := flag.Int("idle", 1000, "idle tunnelled connections for the memory figure")
 	gets := flag.Int("gets", 2000, "small kube GETs per user-server path, after a warm-up (0 skips the kube-apiserver and user-server rows)")
 	agents := flag.Int("agents", 3500, "simulated agents for the scale table (0 skips it)")
+	plot := flag.String("plot", filepath.Join("_output", "bench", "throughput.png"), "PNG file for the plot of throughput against the topology limit (empty: none)")
 	flag.Parse()
 	// envtest logs through controller-runtime's logger; its failures come
 	// back as errors, so its logs are not needed.
 	logf.SetLogger(logr.Discard())
-	if err := run(*size, *rounds, *dials, *idle, *gets, *agents); err != nil {
+	if err := run(*size, *rounds, *dials, *idle, *gets, *agents, *plot); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -84,7 +85,7 @@ type path struct {
 	server, agent   *framework.Process
 }
 
-func run(size int64, rounds, dials, idle, gets, agents int) error {
+func run(size int64, rounds, dials, idle, gets, agents int, plot string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "cluster-proxy-bench-")
 	if err != nil {
@@ -98,7 +99,7 @@ func run(size int64, rounds, dials, idle, gets, agents int) error {
 	defer removeBinaries()
 
 	fmt.Printf("cluster-proxy benchmark, %s, loopback, %d CPUs\n\n", time.Now().UTC().Format(time.RFC3339), numCPU())
-	if err := measureTunnels(ctx, dir, bins, size, rounds, dials, idle); err != nil {
+	if err := measureTunnels(ctx, dir, bins, size, rounds, dials, idle, plot); err != nil {
 		return err
 	}
 	if agents > 0 {
@@ -155,7 +156,7 @@ func buildBinaries(withClusterProxy bool) (b *binaries, remove func(), err error
 
 // measureTunnels measures and prints the byte-level figures: direct TCP,
 // the topology limit, our tunnel and ANP's.
-func measureTunnels(ctx context.Context, dir string, bins *binaries, size int64, rounds, dials, idle int) error {
+func measureTunnels(ctx context.Context, dir string, bins *binaries, size int64, rounds, dials, idle int, plot string) error {
 	backend, err := startBackend()
 	if err != nil {
 		return err
@@ -190,6 +191,12 @@ func measureTunnels(ctx context.Context, dir string, bins *binaries, size int64,
 		return err
 	}
 	table.print(os.Stdout, direct.name, limit.name)
+	if plot != "" {
+		if err := plotThroughput(table, []string{limit.name, paths[2].name, paths[3].name}, plot); err != nil {
+			return err
+		}
+		fmt.Printf("\nThroughput plot: %s\n", plot)
+	}
 	ours := paths[2].name
 	if v, ok := table.values[isolationRatioRow][ours]; ok {
 		pending := table.values[isolationPendingRow][ours]
