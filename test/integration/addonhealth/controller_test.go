@@ -108,8 +108,12 @@ func createCluster(ctx context.Context, name string, conditions ...metav1.Condit
 	addon := &addonapiv1beta1.ManagedClusterAddOn{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: addonhealth.AddonName}}
 	Expect(k8sClient.Create(ctx, addon)).To(Succeed())
 	if len(conditions) > 0 {
-		addon.Status.Conditions = conditions
-		Expect(k8sClient.Status().Update(ctx, addon)).To(Succeed())
+		// The controller may have written the new addon's status already:
+		// these conditions replace what it wrote, as if they were there
+		// before it looked.
+		Expect(updateAddonStatus(ctx, name, func(s *addonapiv1beta1.ManagedClusterAddOnStatus) {
+			s.Conditions = conditions
+		})).To(Succeed())
 	}
 }
 
