@@ -1,8 +1,10 @@
 package healthreport
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes/fake"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 var testNow = time.Date(2026, time.March, 1, 12, 0, 0, 0, time.UTC)
@@ -239,14 +242,47 @@ func TestFromConfigMapRefusesWhatIsNoReport(t *testing.T) {
 
 func TestWriterOptionsValidate(t *testing.T) {
 	g := NewWithT(t)
-	o := WriterOptions{Period: -time.Second}
+	o := WriterOptions{Period: -time.Second, MinInterval: -time.Second}
 	err := o.Validate()
 	g.Expect(err).To(HaveOccurred())
-	for _, w := range []string{"Client", "Namespace", "Owner.PodName", "the Period must not be negative", "Snapshot"} {
+	for _, w := range []string{"Client", "Namespace", "Owner.PodName", "the Period must not be negative", "the MinInterval must not be negative", "Snapshot"} {
 		g.Expect(err.Error()).To(ContainSubstring(w))
 	}
-	g.Expect(strings.Count(err.Error(), "\n")).To(Equal(4), "one line per problem")
+	g.Expect(strings.Count(err.Error(), "\n")).To(Equal(5), "one line per problem")
 
 	o = WriterOptions{Client: fake.NewClientset().CoreV1(), Namespace: "ns", Owner: Owner{PodName: "p"}, Snapshot: func() Report { return Report{} }}
 	g.Expect(o.Validate()).To(Succeed())
+}
+
+// TestWriterSpacesTriggeredWrites: triggers within MinInterval of the last
+// write are merged into one write at its end.
+func TestWriterSpacesTriggeredWrites(t *testing.T) {
+	g := NewWithT(t)
+	clk := clocktesting.NewFakeClock(testNow)
+	var writes atomic.Int32
+	w, err := NewWriter(WriterOptions{
+		Client: fake.NewClientset().CoreV1(), Namespace: "ns", Owner: Owner{PodName: "p"},
+		Period: time.Hour, MinInterval: time.Second, Clock: clk,
+		Snapshot: func() Report {
+			writes.Add(1)
+			return Report{ServerID: "s", ServerCount: 1}
+		},
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		g.Expect(<-done).To(Succeed())
+	}()
+
+	g.Eventually(writes.Load).Should(BeEquivalentTo(1), "the write at start")
+	for range 5 {
+		w.Trigger()
+	}
+	g.Consistently(writes.Load, 200*time.Millisecond).Should(BeEquivalentTo(1), "a write sooner than MinInterval after the last")
+	clk.Step(time.Second)
+	g.Eventually(writes.Load).Should(BeEquivalentTo(2), "the triggers' write once MinInterval passed")
+	g.Consistently(writes.Load, 200*time.Millisecond).Should(BeEquivalentTo(2), "the merged triggers wrote once")
 }

@@ -29,6 +29,11 @@ type WriterOptions struct {
 	Owner Owner
 	// Period is how often the report is rewritten; 0 means DefaultPeriod.
 	Period time.Duration
+	// MinInterval spaces writes: a trigger that comes sooner after the
+	// last write waits for the rest of it, so agents connecting by the
+	// thousand (a proxy-server restart) cost a write per MinInterval, not
+	// one per agent. 0 writes at once.
+	MinInterval time.Duration
 	// Snapshot returns the report to write. The Writer sets its Version
 	// and UpdateTime. It is called from the Writer's goroutine.
 	Snapshot func() Report
@@ -51,6 +56,9 @@ func (o *WriterOptions) Validate() error {
 	}
 	if o.Period < 0 {
 		errs = append(errs, fmt.Errorf("the Period must not be negative, got %s", o.Period))
+	}
+	if o.MinInterval < 0 {
+		errs = append(errs, fmt.Errorf("the MinInterval must not be negative, got %s", o.MinInterval))
 	}
 	if o.Snapshot == nil {
 		errs = append(errs, errors.New("a Snapshot function is required"))
@@ -97,6 +105,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	ticker := w.o.Clock.NewTicker(w.o.Period)
 	defer ticker.Stop()
 	for {
+		written := w.o.Clock.Now()
 		if err := w.Write(ctx); err != nil && ctx.Err() == nil {
 			log.Error(err, "failed to write the health report; retrying", "after", w.o.Period)
 		}
@@ -105,6 +114,13 @@ func (w *Writer) Run(ctx context.Context) error {
 			return nil
 		case <-ticker.C():
 		case <-w.trigger:
+		}
+		if wait := w.o.MinInterval - w.o.Clock.Since(written); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-w.o.Clock.After(wait):
+			}
 		}
 	}
 }

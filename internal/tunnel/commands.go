@@ -6,21 +6,30 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	agentoptions "sigs.k8s.io/apiserver-network-proxy/cmd/agent/app/options"
 	serveroptions "sigs.k8s.io/apiserver-network-proxy/cmd/server/app/options"
 
+	"open-cluster-management.io/cluster-proxy/internal/command"
+	"open-cluster-management.io/cluster-proxy/internal/healthreport"
 	"open-cluster-management.io/cluster-proxy/internal/identity"
+	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/agent"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/server"
@@ -33,26 +42,66 @@ import (
 type ServerOptions struct {
 	anp   *serveroptions.ProxyRunOptions
 	flags *pflag.FlagSet
+
+	// HealthReport keeps the server's health report in a ConfigMap of its
+	// namespace (internal/healthreport), read by the hub's addon health
+	// controller: --health-report, with the pod from the downward API
+	// ($POD_NAME, $POD_NAMESPACE, $POD_UID).
+	HealthReport bool
+	// HealthReportKubeconfig is the kubeconfig the report is written with;
+	// empty means the in-cluster configuration (or $KUBECONFIG).
+	HealthReportKubeconfig string
+	// PodName, PodNamespace and PodUID locate and own the report.
+	PodName, PodNamespace, PodUID string
 }
+
+// Downward-API environment of the proxy-server pod, for --health-report.
+const (
+	PodNameEnv = "POD_NAME"
+	PodUIDEnv  = "POD_UID"
+)
+
+// healthReportMinInterval spaces the report's rewrites when agents connect
+// or leave in numbers.
+const healthReportMinInterval = time.Second
 
 // NewServerOptions returns ANP's proxy-server defaults.
 func NewServerOptions() *ServerOptions {
 	o := &ServerOptions{anp: serveroptions.NewProxyRunOptions()}
 	o.flags = o.anp.Flags()
+	o.flags.BoolVar(&o.HealthReport, "health-report", false,
+		"Keep this server's health report (the clusters whose agents are connected, and their certificates) in the ConfigMap cluster-proxy-health-$POD_NAME of $POD_NAMESPACE, owned by the pod ($POD_UID), for the hub to tell each addon's health. cluster-proxy only.")
+	o.flags.StringVar(&o.HealthReportKubeconfig, "health-report-kubeconfig", "",
+		"Kubeconfig to write the health report with; empty means the in-cluster configuration (or $KUBECONFIG). cluster-proxy only.")
 	return o
 }
 
 // AddFlags binds ANP's proxy-server flags.
 func (o *ServerOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.flags) }
 
-// Complete has nothing to fill in.
-func (o *ServerOptions) Complete() error { return nil }
+// Complete reads the pod's name, namespace and UID from the environment.
+func (o *ServerOptions) Complete() error {
+	o.PodName = cmp.Or(o.PodName, os.Getenv(PodNameEnv))
+	o.PodNamespace = cmp.Or(o.PodNamespace, command.PodNamespace())
+	o.PodUID = cmp.Or(o.PodUID, os.Getenv(PodUIDEnv))
+	return nil
+}
 
 // Validate applies ANP's proxy-server validation, then refuses what our
 // server does not do.
 func (o *ServerOptions) Validate() error {
 	a := o.anp
 	errs := []error{a.Validate()}
+	if o.HealthReport {
+		if o.PodName == "" {
+			errs = append(errs, fmt.Errorf("--health-report needs $%s: the pod's name names the report's ConfigMap", PodNameEnv))
+		}
+		if o.PodNamespace == "" {
+			errs = append(errs, fmt.Errorf("--health-report needs $%s: the report's ConfigMap lives in the pod's namespace", command.PodNamespaceEnv))
+		}
+	} else if o.HealthReportKubeconfig != "" {
+		errs = append(errs, errors.New("--health-report-kubeconfig is set without --health-report: no report would be written with it"))
+	}
 	if a.Mode != "grpc" {
 		errs = append(errs, fmt.Errorf("--mode=%s is not supported: cluster-proxy's proxy-server speaks grpc only", a.Mode))
 	}
@@ -109,11 +158,30 @@ func (o *ServerOptions) Log(logger logr.Logger) {
 		"agent", net.JoinHostPort(a.AgentBindAddress, strconv.Itoa(a.AgentPort)),
 		"health", net.JoinHostPort(a.HealthBindAddress, strconv.Itoa(a.HealthPort)),
 		"admin", net.JoinHostPort(a.AdminBindAddress, strconv.Itoa(a.AdminPort)),
-		"backendDialTimeout", a.BackendDialTimeout, "gracefulShutdownTimeout", a.GracefulShutdownTimeout)
+		"backendDialTimeout", a.BackendDialTimeout, "gracefulShutdownTimeout", a.GracefulShutdownTimeout,
+		"healthReport", o.HealthReport, "pod", klog.KRef(o.PodNamespace, o.PodName))
 }
 
 // RunServer runs the proxy-server until ctx is done.
 func RunServer(ctx context.Context, o *ServerOptions) error {
+	var report *healthreport.WriterOptions
+	if o.HealthReport {
+		cfg, err := kubeconfig.Load(o.HealthReportKubeconfig)
+		if err != nil {
+			return fmt.Errorf("--health-report: %w", err)
+		}
+		kube, err := kubernetes.NewForConfig(rest.AddUserAgent(cfg, "cluster-proxy-proxy-server"))
+		if err != nil {
+			return fmt.Errorf("--health-report: %w", err)
+		}
+		if o.PodUID == "" {
+			klog.FromContext(ctx).Info("No $"+PodUIDEnv+": the health report will not be owned by the pod and outlives it", "configMap",
+				klog.KRef(o.PodNamespace, healthreport.ConfigMapName(o.PodName)))
+		}
+		report = &healthreport.WriterOptions{Client: kube.CoreV1(), Namespace: o.PodNamespace,
+			Owner:       healthreport.Owner{PodName: o.PodName, PodUID: types.UID(o.PodUID)},
+			MinInterval: healthReportMinInterval}
+	}
 	return server.Run(ctx, server.RunConfig{
 		Options: server.Options{
 			ServerID: o.anp.ServerID, ServerCount: o.anp.ServerCount, DialTimeout: o.anp.BackendDialTimeout,
@@ -133,6 +201,7 @@ func RunServer(ctx context.Context, o *ServerOptions) error {
 		GracefulShutdownTimeout: o.anp.GracefulShutdownTimeout,
 		FrontendPeerCheck:       RefuseAgentCertificate,
 		AgentPeerCheck:          RequireAgentCertificate,
+		HealthReport:            report,
 	})
 }
 

@@ -75,6 +75,52 @@ func TestServerOptionsRefuseWhatOurServerDoesNotDo(t *testing.T) {
 	}
 }
 
+func TestServerOptionsHealthReportNeedsThePod(t *testing.T) {
+	pki, err := framework.NewTunnelPKI(t.TempDir(), "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := framework.FreeProxyServerPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := framework.ProxyServerArgs(pki, ports, "s1", 1)
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr []string
+	}{
+		{"no report", nil, nil, nil},
+		{"the pod from the downward API", []string{"--health-report"},
+			map[string]string{PodNameEnv: "proxy-1", "POD_NAMESPACE": "ns", PodUIDEnv: "uid"}, nil},
+		{"no pod", []string{"--health-report"}, nil,
+			[]string{"--health-report needs $POD_NAME", "--health-report needs $POD_NAMESPACE"}},
+		{"no namespace", []string{"--health-report"}, map[string]string{PodNameEnv: "proxy-1"},
+			[]string{"--health-report needs $POD_NAMESPACE"}},
+		{"a kubeconfig for no report", []string{"--health-report-kubeconfig=/k"}, nil,
+			[]string{"--health-report-kubeconfig is set without --health-report"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			for _, name := range []string{PodNameEnv, "POD_NAMESPACE", PodUIDEnv} {
+				t.Setenv(name, tt.env[name])
+			}
+			o := serverOptions(t, append(append([]string{}, valid...), tt.args...)...)
+			g.Expect(o.Complete()).To(Succeed())
+			err := o.Validate()
+			if len(tt.wantErr) == 0 {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			for _, want := range tt.wantErr {
+				g.Expect(err).To(MatchError(ContainSubstring(want)))
+			}
+		})
+	}
+}
+
 // runServer runs the proxy-server command's server on free loopback
 // ports until the test ends.
 func runServer(t *testing.T, pki *framework.TunnelPKI) framework.ProxyServerPorts {

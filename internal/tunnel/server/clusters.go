@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"open-cluster-management.io/cluster-proxy/internal/healthreport"
 )
 
 // signerOUPrefix starts the organizational unit that names the CA in
@@ -85,4 +87,26 @@ func (s *Server) Clusters() []ClusterState {
 	}
 	slices.SortFunc(out, func(a, b ClusterState) int { return strings.Compare(a.Cluster, b.Cluster) })
 	return out
+}
+
+// Report is the server's health report (internal/healthreport): its ID,
+// its server count and the clusters with an agent connected. Agents whose
+// certificate names no cluster are left out: no addon is theirs. The
+// Writer dates the report.
+func (s *Server) Report() healthreport.Report {
+	states := s.Clusters()
+	r := healthreport.Report{ServerID: s.opts.ServerID, ServerCount: s.opts.ServerCount,
+		Clusters: make([]healthreport.Cluster, 0, len(states))}
+	for _, st := range states {
+		if st.Cluster == "" {
+			continue
+		}
+		c := healthreport.Cluster{Name: st.Cluster, Agents: st.Agents}
+		if cert := st.Certificate; !cert.NotAfter.IsZero() {
+			c.Certificate = &healthreport.Certificate{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+				Serial: cert.Serial, Issuer: cert.IssuerCommonName, Signer: cert.SignerOU}
+		}
+		r.Clusters = append(r.Clusters, c)
+	}
+	return r
 }

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/konnectivity-client/proto/client"
 	"sigs.k8s.io/apiserver-network-proxy/proto/agent"
 
+	"open-cluster-management.io/cluster-proxy/internal/healthreport"
 	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/endpoints"
 )
@@ -53,6 +54,10 @@ type RunConfig struct {
 	KeepaliveTime, FrontendKeepaliveTime       time.Duration
 	GracefulShutdownTimeout                    time.Duration
 	FrontendPeerCheck, AgentPeerCheck          func(*x509.Certificate) error
+	// HealthReport, when set, keeps the server's health report
+	// (Server.Report) in its ConfigMap while the server runs, rewritten
+	// when an agent connects or leaves; Run sets its Snapshot.
+	HealthReport *healthreport.WriterOptions
 }
 
 // Run serves the proxy-server until ctx ends, then stops its gRPC servers
@@ -65,9 +70,21 @@ func Run(ctx context.Context, c RunConfig) error {
 		return err
 	}
 	c.Options.Strategies = strategies
+	var report *healthreport.Writer
+	if c.HealthReport != nil {
+		// Agents connect only once the listeners serve, after report is set.
+		c.Options.AgentsChanged = func() { report.Trigger() }
+	}
 	s, err := New(c.Options)
 	if err != nil {
 		return err
+	}
+	if c.HealthReport != nil {
+		o := *c.HealthReport
+		o.Snapshot = s.Report
+		if report, err = healthreport.NewWriter(o); err != nil {
+			return err
+		}
 	}
 	base := &tls.Config{MinVersion: c.TLSProfile.MinVersion, CipherSuites: c.TLSProfile.CipherSuites}
 
@@ -119,6 +136,12 @@ func Run(ctx context.Context, c RunConfig) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { errs <- agentServer.Serve(agentListener) })
 	wg.Go(func() { errs <- frontendServer.Serve(frontendListener) })
+	reportCtx, stopReport := context.WithCancel(ctx)
+	if report != nil {
+		// The Writer returns only when reportCtx ends; a failed write is
+		// retried, never fatal.
+		wg.Go(func() { _ = report.Run(reportCtx) })
+	}
 	logger.Info("proxy-server serving", "serverID", c.Options.ServerID, "agents", agentListener.Addr().String(),
 		"frontend", frontendListener.Addr().String(), "health", c.HealthAddress)
 
@@ -128,6 +151,7 @@ func Run(ctx context.Context, c RunConfig) error {
 	case runErr = <-errs:
 		logger.Error(runErr, "A proxy-server listener failed; stopping")
 	}
+	stopReport()
 	stopGRPC(agentServer, frontendServer, c.GracefulShutdownTimeout)
 	stopEndpoints()
 	wg.Wait()

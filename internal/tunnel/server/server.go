@@ -107,6 +107,10 @@ type Options struct {
 	Authorize Authorizer
 	// Refused, when set, is called for every refused agent (metrics).
 	Refused func(agentID string, err error)
+	// AgentsChanged, when set, is called after an agent connected or left
+	// (outside the server's lock), so a health report can be rewritten.
+	// It must not block.
+	AgentsChanged func()
 }
 
 // Validate reports every invalid option.
@@ -273,6 +277,7 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 	}
 	b := &backend{id: agentID, identifiers: ids, cert: cert, stream: stream, credit: withCredit}
 	s.addBackend(b, cluster)
+	s.agentsChanged()
 	if cert != nil {
 		// Which certificate an agent holds shows whether a renewal reached it.
 		logger = logger.WithValues("certificate", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16))
@@ -280,6 +285,7 @@ func (s *Server) Connect(stream agent.AgentService_ConnectServer) error {
 	logger.V(2).Info("Agent connected", "identifiers", rawIDs, "credit", withCredit)
 	defer func() {
 		s.removeBackend(ctx, b)
+		s.agentsChanged()
 		logger.V(2).Info("Agent disconnected")
 	}()
 	for {
@@ -624,6 +630,13 @@ func pickAvailable(candidates []*backend) *backend {
 		return live[rand.IntN(len(live))]
 	}
 	return candidates[rand.IntN(len(candidates))]
+}
+
+// agentsChanged tells Options.AgentsChanged, if set.
+func (s *Server) agentsChanged() {
+	if s.opts.AgentsChanged != nil {
+		s.opts.AgentsChanged()
+	}
 }
 
 // addBackend registers b, an agent of cluster.

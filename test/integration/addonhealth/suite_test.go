@@ -60,6 +60,8 @@ var (
 	// fakeClock is the controller's clock and the report writers'.
 	fakeClock *clocktesting.FakeClock
 	stopMgr   context.CancelFunc
+	// proxyServerBinary and proxyAgentBinary are our tunnel's commands.
+	proxyServerBinary, proxyAgentBinary string
 )
 
 func TestAddonHealth(t *testing.T) {
@@ -69,6 +71,11 @@ func TestAddonHealth(t *testing.T) {
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	var err error
+	proxyServerBinary, err = framework.BuildBinary("./cmd/proxy-server", "proxy-server")
+	Expect(err).NotTo(HaveOccurred())
+	proxyAgentBinary, err = framework.BuildBinary("./cmd/proxy-agent", "proxy-agent")
+	Expect(err).NotTo(HaveOccurred())
 	ocmCRDs, err := framework.OCMHubCRDs(GinkgoT().TempDir())
 	Expect(err).NotTo(HaveOccurred())
 	apiServer, err = framework.StartAPIServer(ocmCRDs)
