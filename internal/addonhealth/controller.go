@@ -27,6 +27,19 @@ import (
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
+// RBAC of the Reconciler (config/rbac/role.yaml is generated from these
+// markers). The reports live in the proxy-server namespace each
+// ManagedProxyConfiguration names, so reading them needs a cluster-wide
+// rule; the addon-manager's cache holds only the report ConfigMaps
+// (healthreport.Selector).
+//
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=managedclusteraddons,verbs=get;list;watch
+// +kubebuilder:rbac:groups=addon.open-cluster-management.io,resources=managedclusteraddons/status,verbs=patch
+// +kubebuilder:rbac:groups=cluster.open-cluster-management.io,resources=managedclusters,verbs=get;list;watch
+// +kubebuilder:rbac:groups=proxy.open-cluster-management.io,resources=managedproxyconfigurations,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // AddonName is the ManagedClusterAddOn the Reconciler looks after (the
 // agent addon's name, agentaddon.AddonName).
 const AddonName = "cluster-proxy"

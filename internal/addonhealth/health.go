@@ -19,20 +19,14 @@
 // for a grace period after its connections fell short, so rollouts cause
 // no flapping.
 //
-// # Wiring (not done yet)
+// # Wiring
 //
-// Once the agent addon's health prober is HealthProberTypeNone (so OCM's
-// registration agent no longer owns Available through the Lease) and the
-// proxy-servers write their reports, internal/addonmanager sets the
-// Reconciler up on its manager with ConfigurationName =
-// agentaddon.ConfigurationName, the manager's client, API reader, an event
-// recorder and the real clock, and its cache adds the report ConfigMaps
-// (healthreport.Selector(), in every namespace). The Reconciler's RBAC then
-// goes into markers (not here yet, so config/rbac does not change before
-// the wiring): managedclusteraddons get/list/watch,
-// managedclusteraddons/status patch, managedclusters and
-// managedproxyconfigurations get/list/watch, configmaps get/list/watch and
-// events.k8s.io events create/patch.
+// The agent addon's health prober is HealthProberTypeNone, so OCM's
+// registration agent no longer owns Available through a Lease; the
+// proxy-servers write their reports (--health-report); internal/addonmanager
+// sets the Reconciler up on its manager (ConfigurationName =
+// agentaddon.ConfigurationName, TrustedSigners = the cluster-proxy CA) and
+// its cache holds the report ConfigMaps in every namespace.
 package addonhealth
 
 import (

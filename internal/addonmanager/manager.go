@@ -30,8 +30,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"open-cluster-management.io/cluster-proxy/internal/addonhealth"
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
 	"open-cluster-management.io/cluster-proxy/internal/clusterprofile"
+	"open-cluster-management.io/cluster-proxy/internal/healthreport"
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
@@ -135,6 +138,18 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 		return nil, fmt.Errorf("failed to set up the ManagedProxyConfiguration reconciler: %w", err)
 	}
 
+	health := &addonhealth.Reconciler{
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Recorder:          mgr.GetEventRecorder(LeaderElectionID),
+		Clock:             clock.RealClock{},
+		ConfigurationName: agentaddon.ConfigurationName,
+		TrustedSigners:    trustedSigners(ca),
+	}
+	if err := health.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("failed to set up the addon health controller: %w", err)
+	}
+
 	serviceProxyCert, err := addAgentAddon(ctx, mgr, cfg, o, ca)
 	if err != nil {
 		return nil, err
@@ -173,10 +188,28 @@ func addClusterProfiles(mgr ctrl.Manager, cfg *rest.Config) error {
 	return nil
 }
 
+// trustedSigners are the signer organizational units of the CAs the
+// proxy-servers trust agent certificates from: the cluster-proxy CA's, as
+// last loaded (the ManagedProxyConfiguration reconciler loads it first).
+func trustedSigners(ca *signer.Store) func(context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		cert := ca.Certificate()
+		if cert == nil {
+			loaded, err := ca.LoadOrCreate(ctx)
+			if err != nil {
+				return nil, err
+			}
+			cert = loaded.Cert
+		}
+		return []string{identity.SignerOU(cert)}, nil
+	}
+}
+
 // CacheOptions keep the manager's informers to what it needs: the objects it
 // writes (all labelled proxyconfig.ManagedByLabel), ConfigMaps of its own
-// namespace podNamespace (the TLS profile) and this addon's certificate
-// requests. Anything else it reads (the CA Secret, the service-proxy
+// namespace podNamespace (the TLS profile), the proxy-servers' health
+// reports (healthreport.Selector, in any namespace) and this addon's
+// certificate requests. Anything else it reads (the CA Secret, the service-proxy
 // certificate) is read without the cache. ClusterProfiles get no entry on
 // purpose: an entry makes the cache resolve the type when the manager is
 // created, which fails while their CRD is not installed; the ClusterProfile
@@ -192,7 +225,10 @@ func CacheOptions(podNamespace string) cache.Options {
 		&appsv1.Deployment{}:     owned,
 		&rbacv1.Role{}:           owned,
 		&rbacv1.RoleBinding{}:    owned,
-		&corev1.ConfigMap{}:      {Namespaces: map[string]cache.Config{podNamespace: {}}},
+		&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{
+			podNamespace:        {},
+			cache.AllNamespaces: {LabelSelector: healthreport.Selector()},
+		}},
 		&certificatesv1.CertificateSigningRequest{}: {
 			Label: labels.SelectorFromSet(labels.Set{addonapiv1beta1.AddonLabelKey: agentaddon.AddonName}),
 		},

@@ -128,7 +128,11 @@ func newFactory(o Options, coreValues addonfactory.GetValuesFunc) *addonfactory.
 			Configurations:   o.Registration.Configurations,
 			PermissionConfig: permissionConfig(o.KubeClient),
 		}).
-		WithAgentHealthProber(&agent.HealthProber{Type: agent.HealthProberTypeLease})
+		// The addon health controller (internal/addonhealth) owns the
+		// addon's Available and Degraded conditions, from the
+		// proxy-servers' reports; None keeps the registration agent's lease
+		// check from overwriting Available.
+		WithAgentHealthProber(&agent.HealthProber{Type: agent.HealthProberTypeNone})
 }
 
 // permissionConfig grants each cluster's addon-agent leases in its cluster

@@ -138,6 +138,14 @@ func Execute(cmd *cobra.Command) {
 // namespace, set from the downward API in every manifest that runs one.
 const PodNamespaceEnv = "POD_NAMESPACE"
 
+// PodNameEnv and PodUIDEnv name the environment variables that hold the
+// pod's name and UID, from the downward API, where a binary needs them
+// (the proxy-server's health report).
+const (
+	PodNameEnv = "POD_NAME"
+	PodUIDEnv  = "POD_UID"
+)
+
 // PodNamespace returns the binary's namespace from PodNamespaceEnv, or ""
 // when it is not set.
 func PodNamespace() string { return os.Getenv(PodNamespaceEnv) }

@@ -12,17 +12,18 @@
 // of their ManagedProxyConfiguration, where only the proxy-servers (and
 // administrators) write.
 //
-// # Wiring (not done yet)
+// # Wiring
 //
-// The proxy-server command (internal/tunnel) runs a Writer whose Snapshot
-// turns the server core's Clusters() into a Report (dropping agents whose
-// certificate names no cluster), with the pod's name and UID from the
-// downward API (POD_NAME, POD_UID) and an in-cluster kube client; it calls
-// Trigger when an agent connects or leaves. The ManagedProxyConfiguration
-// reconciler (internal/proxyconfig) gives the proxy-server's ServiceAccount
-// a Role for configmaps (get, create, patch) in its namespace and the
-// downward-API environment; the addon-manager's cache (internal/addonmanager
-// CacheOptions) adds the ConfigMaps matching Selector().
+// The proxy-server command (internal/tunnel, --health-report) runs a Writer
+// whose Snapshot is the server core's Report (agents whose certificate
+// names no cluster left out), with the pod's name and UID from the
+// downward API ($POD_NAME, $POD_UID) and an in-cluster kube client; it
+// triggers a write when an agent connects or leaves, at most once a second.
+// The ManagedProxyConfiguration reconciler (internal/proxyconfig) gives the
+// proxy-server that flag, the downward-API environment and a Role for
+// configmaps (get, create, patch) in its namespace; the addon-manager's
+// cache (internal/addonmanager CacheOptions) holds the ConfigMaps matching
+// Selector().
 //
 // This package imports client-go and our API names only, so the tunnel can
 // use it without the controller frameworks.

@@ -3,6 +3,7 @@ package proxyconfig
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/identity"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
@@ -25,9 +27,16 @@ const (
 	ServiceAccountName = "cluster-proxy"
 	// PortForwardRoleName lets addon-agents port-forward to proxy-server pods.
 	PortForwardRoleName = "cluster-proxy-addon-agent:portforward"
+	// HealthReportRoleName lets the proxy-servers write their health
+	// reports (internal/healthreport).
+	HealthReportRoleName = "cluster-proxy-proxy-server:health-report"
 	// ContainerName is the proxy-server container.
 	ContainerName = "proxy-server"
 )
+
+// agentKeepalive is the proxy-server's --keepalive-time: the least its
+// agent port accepts from agents too.
+const agentKeepalive = 30 * time.Second
 
 // Mount paths of the proxy-server's certificates.
 const (
@@ -174,6 +183,21 @@ func (r *render) portForwardRoleBinding() *rbacv1ac.RoleBindingApplyConfiguratio
 		WithSubjects(rbacv1ac.Subject().WithAPIGroup(rbacv1.GroupName).WithKind(rbacv1.GroupKind).WithName(identity.AgentGroup))
 }
 
+// healthReportRole lets the proxy-servers write their health report
+// ConfigMaps (server-side apply: create and patch).
+func (r *render) healthReportRole() *rbacv1ac.RoleApplyConfiguration {
+	return rbacv1ac.Role(HealthReportRoleName, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithRules(rbacv1ac.PolicyRule().WithAPIGroups("").WithResources("configmaps").WithVerbs("get", "create", "patch"))
+}
+
+func (r *render) healthReportRoleBinding() *rbacv1ac.RoleBindingApplyConfiguration {
+	return rbacv1ac.RoleBinding(HealthReportRoleName, r.namespace()).
+		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
+		WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup(rbacv1.GroupName).WithKind("Role").WithName(HealthReportRoleName)).
+		WithSubjects(rbacv1ac.Subject().WithKind(rbacv1.ServiceAccountKind).WithNamespace(r.namespace()).WithName(ServiceAccountName))
+}
+
 // args are the proxy-server's arguments: ours first, then the TLS profile,
 // then the user's additionalArgs (so they can override any of ours).
 func (r *render) args() []string {
@@ -192,6 +216,13 @@ func (r *render) args() []string {
 		fmt.Sprintf("--agent-port=%d", ports.AgentServer),
 		fmt.Sprintf("--health-port=%d", ports.HealthServer),
 		fmt.Sprintf("--admin-port=%d", ports.AdminServer),
+		// An agent gone without a word (a cut network, a frozen node)
+		// leaves the server's lists, and its addon's Available, within a
+		// minute instead of ANP's default hour: the server pings an agent
+		// idle for this long and drops it after 20 s without an answer.
+		"--keepalive-time=" + agentKeepalive.String(),
+		// The addon health controller reads the reports (healthReportRole).
+		"--health-report",
 	}
 	args = append(args, r.tlsArgs...)
 	return append(args, server.AdditionalArgs...)
@@ -213,6 +244,13 @@ func (r *render) deployment() *appsv1ac.DeploymentApplyConfiguration {
 		WithImagePullPolicy(r.imagePullPolicy).
 		WithCommand("/proxy-server").
 		WithArgs(r.args()...).
+		// The health report's ConfigMap is named after the pod, lives in its
+		// namespace and is owned by it.
+		WithEnv(
+			fieldEnv(command.PodNameEnv, "metadata.name"),
+			fieldEnv(command.PodNamespaceEnv, "metadata.namespace"),
+			fieldEnv(command.PodUIDEnv, "metadata.uid"),
+		).
 		WithPorts(
 			corev1ac.ContainerPort().WithName("proxy-server").WithContainerPort(ports.ProxyServer).WithProtocol(corev1.ProtocolTCP),
 			corev1ac.ContainerPort().WithName("agent-server").WithContainerPort(ports.AgentServer).WithProtocol(corev1.ProtocolTCP),
@@ -272,6 +310,12 @@ func (r *render) deployment() *appsv1ac.DeploymentApplyConfiguration {
 			WithTemplate(corev1ac.PodTemplateSpec().
 				WithLabels(podLabels).
 				WithSpec(pod)))
+}
+
+// fieldEnv is an environment variable from the downward API.
+func fieldEnv(name, fieldPath string) *corev1ac.EnvVarApplyConfiguration {
+	return corev1ac.EnvVar().WithName(name).
+		WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(fieldPath)))
 }
 
 func secretVolume(name, secret string) *corev1ac.VolumeApplyConfiguration {

@@ -155,7 +155,8 @@ func (r *Reconciler) enqueueAllFor(match func(client.Object) bool) handler.MapFu
 // objects there need cluster-wide rules. Objects are server-side applied
 // (create + patch). pods and pods/portforward are not used by the manager
 // itself: it grants them to the agents in the port-forward Role, and RBAC
-// only lets it grant what it holds. Events on the cluster-scoped
+// only lets it grant what it holds; so are configmaps get, create and patch,
+// which it grants the proxy-servers in the health report Role. Events on the cluster-scoped
 // ManagedProxyConfigurations land in the default namespace. The TLS profile
 // ConfigMap is read from the manager's own namespace: namespace= below stands
 // for it (POD_NAMESPACE; the chart's release namespace). delete on the
@@ -176,6 +177,7 @@ func (r *Reconciler) enqueueAllFor(match func(client.Object) bool) handler.MapFu
 // +kubebuilder:rbac:groups="",resources=pods/portforward,verbs=get;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch,namespace=open-cluster-management-addon
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;patch
 
 // Reconcile brings the hub objects of one ManagedProxyConfiguration in line
 // with its spec and records the outcome in its status.
@@ -269,6 +271,7 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 
 	for _, obj := range []runtime.ApplyConfiguration{
 		rd.serviceAccount(), rd.service(), rd.caSecret(ca.CertPEM), rd.portForwardRole(), rd.portForwardRoleBinding(),
+		rd.healthReportRole(), rd.healthReportRoleBinding(),
 	} {
 		if err := r.apply(ctx, mpc, obj); err != nil {
 			return ctrl.Result{}, false, err

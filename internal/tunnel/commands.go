@@ -55,12 +55,6 @@ type ServerOptions struct {
 	PodName, PodNamespace, PodUID string
 }
 
-// Downward-API environment of the proxy-server pod, for --health-report.
-const (
-	PodNameEnv = "POD_NAME"
-	PodUIDEnv  = "POD_UID"
-)
-
 // healthReportMinInterval spaces the report's rewrites when agents connect
 // or leave in numbers.
 const healthReportMinInterval = time.Second
@@ -81,9 +75,9 @@ func (o *ServerOptions) AddFlags(fs *pflag.FlagSet) { fs.AddFlagSet(o.flags) }
 
 // Complete reads the pod's name, namespace and UID from the environment.
 func (o *ServerOptions) Complete() error {
-	o.PodName = cmp.Or(o.PodName, os.Getenv(PodNameEnv))
+	o.PodName = cmp.Or(o.PodName, os.Getenv(command.PodNameEnv))
 	o.PodNamespace = cmp.Or(o.PodNamespace, command.PodNamespace())
-	o.PodUID = cmp.Or(o.PodUID, os.Getenv(PodUIDEnv))
+	o.PodUID = cmp.Or(o.PodUID, os.Getenv(command.PodUIDEnv))
 	return nil
 }
 
@@ -94,7 +88,7 @@ func (o *ServerOptions) Validate() error {
 	errs := []error{a.Validate()}
 	if o.HealthReport {
 		if o.PodName == "" {
-			errs = append(errs, fmt.Errorf("--health-report needs $%s: the pod's name names the report's ConfigMap", PodNameEnv))
+			errs = append(errs, fmt.Errorf("--health-report needs $%s: the pod's name names the report's ConfigMap", command.PodNameEnv))
 		}
 		if o.PodNamespace == "" {
 			errs = append(errs, fmt.Errorf("--health-report needs $%s: the report's ConfigMap lives in the pod's namespace", command.PodNamespaceEnv))
@@ -175,7 +169,7 @@ func RunServer(ctx context.Context, o *ServerOptions) error {
 			return fmt.Errorf("--health-report: %w", err)
 		}
 		if o.PodUID == "" {
-			klog.FromContext(ctx).Info("No $"+PodUIDEnv+": the health report will not be owned by the pod and outlives it", "configMap",
+			klog.FromContext(ctx).Info("No $"+command.PodUIDEnv+": the health report will not be owned by the pod and outlives it", "configMap",
 				klog.KRef(o.PodNamespace, healthreport.ConfigMapName(o.PodName)))
 		}
 		report = &healthreport.WriterOptions{Client: kube.CoreV1(), Namespace: o.PodNamespace,

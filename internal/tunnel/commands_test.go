@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/test/framework"
 )
 
@@ -93,10 +94,10 @@ func TestServerOptionsHealthReportNeedsThePod(t *testing.T) {
 	}{
 		{"no report", nil, nil, nil},
 		{"the pod from the downward API", []string{"--health-report"},
-			map[string]string{PodNameEnv: "proxy-1", "POD_NAMESPACE": "ns", PodUIDEnv: "uid"}, nil},
+			map[string]string{command.PodNameEnv: "proxy-1", "POD_NAMESPACE": "ns", command.PodUIDEnv: "uid"}, nil},
 		{"no pod", []string{"--health-report"}, nil,
 			[]string{"--health-report needs $POD_NAME", "--health-report needs $POD_NAMESPACE"}},
-		{"no namespace", []string{"--health-report"}, map[string]string{PodNameEnv: "proxy-1"},
+		{"no namespace", []string{"--health-report"}, map[string]string{command.PodNameEnv: "proxy-1"},
 			[]string{"--health-report needs $POD_NAMESPACE"}},
 		{"a kubeconfig for no report", []string{"--health-report-kubeconfig=/k"}, nil,
 			[]string{"--health-report-kubeconfig is set without --health-report"}},
@@ -104,7 +105,7 @@ func TestServerOptionsHealthReportNeedsThePod(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			for _, name := range []string{PodNameEnv, "POD_NAMESPACE", PodUIDEnv} {
+			for _, name := range []string{command.PodNameEnv, "POD_NAMESPACE", command.PodUIDEnv} {
 				t.Setenv(name, tt.env[name])
 			}
 			o := serverOptions(t, append(append([]string{}, valid...), tt.args...)...)

@@ -62,53 +62,57 @@ func readyBackends(ctx context.Context, pod corev1.Pod) (int, error) {
 	return 0, fmt.Errorf("pod %s exports no ready-backend gauge", pod.Name)
 }
 
+// setReplicas sets the ManagedProxyConfiguration's proxy-server replicas.
+func setReplicas(ctx context.Context, n int) {
+	GinkgoHelper()
+	patch := fmt.Sprintf(`{"spec":{"proxyServer":{"replicas":%d}}}`, n)
+	_, err := hubProxy.ProxyV1alpha1().ManagedProxyConfigurations().Patch(ctx, localenv.MPCName, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	Expect(err).NotTo(HaveOccurred())
+}
+
+// serverPods are the running proxy-server pods in namespace.
+func serverPods(ctx context.Context, namespace string) []corev1.Pod {
+	GinkgoHelper()
+	pods, err := hubKube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: proxyServerSelector})
+	Expect(err).NotTo(HaveOccurred())
+	var running []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+			running = append(running, p)
+		}
+	}
+	return running
+}
+
+// everyAgentOnEveryServer waits until n proxy-servers run in namespace with
+// --server-count=n and each holds a stream from both clusters' agents.
+func everyAgentOnEveryServer(ctx context.Context, namespace string, n int) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		d, err := hubKube.AppsV1().Deployments(namespace).Get(ctx, "cluster-proxy", metav1.GetOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(d.Status.ObservedGeneration).To(Equal(d.Generation))
+		g.Expect(d.Status.UpdatedReplicas).To(BeNumerically("==", n))
+		g.Expect(d.Status.ReadyReplicas).To(BeNumerically("==", n))
+		g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElement(fmt.Sprintf("--server-count=%d", n)))
+		pods := serverPods(ctx, namespace)
+		g.Expect(pods).To(HaveLen(n))
+		for _, p := range pods {
+			backends, err := readyBackends(ctx, p)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(backends).To(Equal(hostsPerAgent*len(localenv.ManagedClusters)), "agents on %s", p.Name)
+		}
+	}).WithContext(ctx).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "%d proxy-servers, each holding every agent", n)
+}
+
 var _ = Describe("Proxy-server HA on the local environment", Ordered, Label("ha"), func() {
 	var namespace string
-
-	setReplicas := func(ctx context.Context, n int) {
-		GinkgoHelper()
-		patch := fmt.Sprintf(`{"spec":{"proxyServer":{"replicas":%d}}}`, n)
-		_, err := hubProxy.ProxyV1alpha1().ManagedProxyConfigurations().Patch(ctx, localenv.MPCName, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-		Expect(err).NotTo(HaveOccurred())
-	}
-	serverPods := func(ctx context.Context) []corev1.Pod {
-		GinkgoHelper()
-		pods, err := hubKube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: proxyServerSelector})
-		Expect(err).NotTo(HaveOccurred())
-		var running []corev1.Pod
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
-				running = append(running, p)
-			}
-		}
-		return running
-	}
-	// everyAgentOnEveryServer waits until n proxy-servers run with
-	// --server-count=n and each holds a stream from both clusters' agents.
-	everyAgentOnEveryServer := func(ctx context.Context, n int) {
-		GinkgoHelper()
-		Eventually(func(g Gomega) {
-			d, err := hubKube.AppsV1().Deployments(namespace).Get(ctx, "cluster-proxy", metav1.GetOptions{})
-			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(d.Status.ObservedGeneration).To(Equal(d.Generation))
-			g.Expect(d.Status.UpdatedReplicas).To(BeNumerically("==", n))
-			g.Expect(d.Status.ReadyReplicas).To(BeNumerically("==", n))
-			g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElement(fmt.Sprintf("--server-count=%d", n)))
-			pods := serverPods(ctx)
-			g.Expect(pods).To(HaveLen(n))
-			for _, p := range pods {
-				backends, err := readyBackends(ctx, p)
-				g.Expect(err).NotTo(HaveOccurred())
-				g.Expect(backends).To(Equal(hostsPerAgent*len(localenv.ManagedClusters)), "agents on %s", p.Name)
-			}
-		}).WithContext(ctx).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "%d proxy-servers, each holding every agent", n)
-	}
 
 	BeforeAll(func(ctx SpecContext) {
 		namespace = proxyServerNamespace(ctx)
 		DeferCleanup(func(ctx SpecContext) {
 			setReplicas(ctx, 1)
-			everyAgentOnEveryServer(ctx, 1)
+			everyAgentOnEveryServer(ctx, namespace, 1)
 			Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed())
 			// The user-server's pooled tunnel may still point at a
 			// proxy-server this spec scaled away: its next dial fails, the
@@ -129,7 +133,7 @@ var _ = Describe("Proxy-server HA on the local environment", Ordered, Label("ha"
 	It("keeps tunnelled requests succeeding (at most one retry) while each proxy-server is killed in turn, and has every agent hold a fourth server it scales to", func(ctx SpecContext) {
 		By("running three proxy-servers, each holding the agents of both clusters")
 		setReplicas(ctx, 3)
-		everyAgentOnEveryServer(ctx, 3)
+		everyAgentOnEveryServer(ctx, namespace, 3)
 
 		By("sending a steady stream of tunnelled requests to both clusters, through four pooled Dialers (the hub's Service spreads their connections over the three servers)")
 		type target struct {
@@ -197,7 +201,7 @@ var _ = Describe("Proxy-server HA on the local environment", Ordered, Label("ha"
 		// whichever server it landed on. The kubelet restarts the container
 		// (a new server ID) and the agents hold all three again before the
 		// next kill.
-		for _, victim := range serverPods(ctx) {
+		for _, victim := range serverPods(ctx, namespace) {
 			By("killing proxy-server " + victim.Name)
 			var pid int
 			for _, s := range victim.Status.ContainerStatuses {
@@ -218,14 +222,14 @@ var _ = Describe("Proxy-server HA on the local environment", Ordered, Label("ha"
 				g.Expect(p.Status.ContainerStatuses).NotTo(BeEmpty())
 				g.Expect(p.Status.ContainerStatuses[0].RestartCount).To(BeNumerically(">", victim.Status.ContainerStatuses[0].RestartCount))
 			}).WithContext(ctx).WithTimeout(2*time.Minute).Should(Succeed(), "the kubelet restarted %s", victim.Name)
-			everyAgentOnEveryServer(ctx, 3)
+			everyAgentOnEveryServer(ctx, namespace, 3)
 		}
 		time.Sleep(2 * time.Second)
 		stopAndCheck("kill")
 
 		By("scaling to four: the Deployment rolls onto --server-count=4 and every agent holds the new server too")
 		setReplicas(ctx, 4)
-		everyAgentOnEveryServer(ctx, 4)
+		everyAgentOnEveryServer(ctx, namespace, 4)
 		Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed())
 	})
 })

@@ -17,11 +17,12 @@ import (
 
 // kcmControllers are the kube-controller-manager controllers every cluster
 // runs: certificate signing, garbage collection, namespaces, service
-// accounts and what turns Deployments into Ready endpoints.
+// accounts, what turns Deployments into Ready endpoints, and resource
+// quotas (a quota is how the e2e suite keeps a replica from running).
 var kcmControllers = []string{
 	"csrsigning", "csrcleaner", "garbagecollector", "namespace", "serviceaccount",
 	"serviceaccount-token", "root-ca-cert-publisher", "deployment", "replicaset",
-	"endpointslice",
+	"endpointslice", "resourcequota",
 }
 
 // startControlPlane starts the cluster's etcd, kube-apiserver and

@@ -112,9 +112,17 @@ var _ = Describe("A default ManagedProxyConfiguration", Label("proxyconfig"), fu
 			"--agent-port=8091",
 			"--health-port=8092",
 			"--admin-port=8095",
+			"--keepalive-time=30s",
+			"--health-report",
 			// No TLS profile ConfigMap: its defaults (tlsprofile_test.go).
 			"--tls-min-version=VersionTLS12",
 		}))
+		By("the pod's name, namespace and UID from the downward API, for the health report")
+		Expect(c.Env).To(ConsistOf(
+			And(HaveField("Name", "POD_NAME"), HaveField("ValueFrom.FieldRef.FieldPath", "metadata.name")),
+			And(HaveField("Name", "POD_NAMESPACE"), HaveField("ValueFrom.FieldRef.FieldPath", "metadata.namespace")),
+			And(HaveField("Name", "POD_UID"), HaveField("ValueFrom.FieldRef.FieldPath", "metadata.uid")),
+		))
 		Expect(*c.SecurityContext.AllowPrivilegeEscalation).To(BeFalse())
 		Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
 		Expect(c.SecurityContext.Capabilities.Drop).To(ConsistOf(corev1.Capability("ALL")))
@@ -134,6 +142,18 @@ var _ = Describe("A default ManagedProxyConfiguration", Label("proxyconfig"), fu
 		Expect(binding.RoleRef.Name).To(Equal("cluster-proxy-addon-agent:portforward"))
 		Expect(binding.Subjects).To(ConsistOf(And(
 			HaveField("Kind", "Group"), HaveField("Name", "open-cluster-management:cluster-proxy"))))
+
+		By("the proxy-servers may write their health report ConfigMaps in their namespace, and nowhere else")
+		proxyServer := "system:serviceaccount:" + ns + ":cluster-proxy"
+		for _, verb := range []string{"get", "create", "patch"} {
+			Eventually(canI).WithContext(ctx).WithArguments(proxyServer, ns, verb, "configmaps").Should(BeTrue(), verb)
+			Expect(canI(ctx, proxyServer, managerNamespace, verb, "configmaps")).To(BeFalse(), "%s in %s", verb, managerNamespace)
+		}
+		Expect(canI(ctx, proxyServer, ns, "delete", "configmaps")).To(BeFalse())
+		Expect(canI(ctx, proxyServer, ns, "get", "secrets")).To(BeFalse())
+		healthRole := &rbacv1.Role{}
+		Expect(get(ctx, ns, "cluster-proxy-proxy-server:health-report", healthRole)).To(Succeed())
+		Expect(isOwnedBy(healthRole, mpc)).To(BeTrue())
 	})
 })
 
