@@ -360,6 +360,9 @@ func RenewAt(cert *x509.Certificate) time.Time {
 	return cert.NotBefore.Add(lifetime/100*renewPercent + lifetime%100*renewPercent/100)
 }
 
+// EncodeCertificate returns cert in PEM.
+func EncodeCertificate(cert *x509.Certificate) []byte { return encodeCert(cert.Raw) }
+
 // ParseCertificate parses the first CERTIFICATE block of PEM data.
 func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
 	for rest := certPEM; ; {

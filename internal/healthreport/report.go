@@ -66,6 +66,16 @@ type Report struct {
 	// Clusters are the clusters with an agent connected, sorted by name
 	// (Encode and Decode sort them).
 	Clusters []Cluster `json:"clusters"`
+	// TrustedSigners are the signer organizational units
+	// (identity.SignerOU) of the CAs the server trusts agent certificates
+	// from (its client CA bundle, as last loaded): a CA rotation lets the
+	// new CA sign only once every server trusts it.
+	TrustedSigners []string `json:"trustedSigners,omitempty"`
+	// ServingSigners are the signer units of the CAs that issued the
+	// server's serving certificates (agent port and frontend), as loaded:
+	// a CA rotation drops the old CA only once no server serves a
+	// certificate it issued.
+	ServingSigners []string `json:"servingSigners,omitempty"`
 }
 
 // Cluster is what a proxy-server knows of one cluster's agents.
@@ -125,6 +135,17 @@ func (r *Report) Validate() error {
 	}
 	if r.UpdateTime.IsZero() {
 		errs = append(errs, field.Required(field.NewPath("updateTime"), "when the report was written"))
+	}
+	for _, list := range []struct {
+		name    string
+		signers []string
+	}{{"trustedSigners", r.TrustedSigners}, {"servingSigners", r.ServingSigners}} {
+		for i, ou := range list.signers {
+			if !strings.HasPrefix(ou, identity.SignerOUPrefix) {
+				errs = append(errs, field.Invalid(field.NewPath(list.name).Index(i), ou,
+					"must be a signer organizational unit ("+identity.SignerOUPrefix+"<hash>)"))
+			}
+		}
 	}
 	clusters := field.NewPath("clusters")
 	for i := range r.Clusters {

@@ -88,6 +88,10 @@ func TestEncodeRefusesInvalidReports(t *testing.T) {
 		{name: "a certificate ending before it starts", mutate: func(r *Report) {
 			r.Clusters[1].Certificate.NotAfter = r.Clusters[1].Certificate.NotBefore
 		}, want: []string{"clusters[0].certificate.notAfter: Invalid value: \"2026-02-28T12:00:00Z\": must be after notBefore"}},
+		{name: "a trusted signer that is no signer unit", mutate: func(r *Report) { r.TrustedSigners = []string{"signer-ab", "ab"} },
+			want: []string{`trustedSigners[1]: Invalid value: "ab": must be a signer organizational unit`}},
+		{name: "a serving signer that is no signer unit", mutate: func(r *Report) { r.ServingSigners = []string{""} },
+			want: []string{`servingSigners[0]: Invalid value: ""`}},
 		{name: "several problems at once", mutate: func(r *Report) { r.ServerID = ""; r.ServerCount = -1 },
 			want: []string{"serverID: Required value", "serverCount: Invalid value: -1"}},
 	}

@@ -52,18 +52,20 @@ const (
 	// cluster-proxy agent identity on the hub.
 	AgentGroup = "open-cluster-management:cluster-proxy"
 
-	signerOUPrefix  = "signer-"
 	clusterOUPrefix = "cluster:"
 	// hostKey is the konnectivity identifier type that routes by host name.
 	hostKey = "host"
 )
+
+// SignerOUPrefix starts every SignerOU.
+const SignerOUPrefix = "signer-"
 
 // SignerOU is the organizational unit that names the CA in proxy-agent
 // certificates: signer-<first 32 hex digits of sha256(CA certificate)>, so a
 // new CA makes agents request new certificates.
 func SignerOU(ca *x509.Certificate) string {
 	sum := sha256.Sum256(ca.Raw)
-	return signerOUPrefix + hex.EncodeToString(sum[:16])
+	return SignerOUPrefix + hex.EncodeToString(sum[:16])
 }
 
 // ClusterOU is the organizational unit that names the managed cluster in its

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -85,20 +86,77 @@ func (s *Store) loadOrCreate(ctx context.Context) (*certs.CA, error) {
 }
 
 func (s *Store) load(ctx context.Context) (*certs.CA, error) {
+	a, _, err := s.loadAuthority(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.Signing, nil
+}
+
+// loadAuthority reads the Secret and the authority it holds.
+func (s *Store) loadAuthority(ctx context.Context) (*Authority, *corev1.Secret, error) {
 	secret := &corev1.Secret{}
 	if err := s.Client.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, fmt.Errorf("failed to get CA secret %s/%s: %w", s.Namespace, s.Name, err)
+		return nil, nil, fmt.Errorf("failed to get CA secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	certPEM, keyPEM := secret.Data[CertKey], secret.Data[KeyKey]
-	if len(certPEM) == 0 || len(keyPEM) == 0 {
-		return nil, fmt.Errorf("CA secret %s/%s lacks %q or %q", s.Namespace, s.Name, CertKey, KeyKey)
-	}
-	ca, err := certs.ParseCA(certPEM, keyPEM)
+	a, err := authorityFromSecret(secret)
 	if err != nil {
-		return nil, fmt.Errorf("CA secret %s/%s holds no usable CA: %w", s.Namespace, s.Name, err)
+		return nil, nil, err
 	}
-	return ca, nil
+	return a, secret, nil
 }
+
+// Authority returns the authority the Secret holds (creating the Secret
+// as LoadOrCreate does): the signing CA and, during a rotation, the other
+// one trusted beside it.
+func (s *Store) Authority(ctx context.Context) (*Authority, error) {
+	if _, err := s.LoadOrCreate(ctx); err != nil {
+		return nil, err
+	}
+	a, _, err := s.loadAuthority(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.loaded.Store(a.Signing.Cert)
+	return a, nil
+}
+
+// Advance moves the CA rotation on from phase from: PhaseNone starts a
+// rotation with a new CA (marking the pending AnnotationRotate request
+// handled), PhaseTrusting makes that CA sign, PhaseSigning drops the
+// previous CA. It writes the Secret only if it is still in phase from, and
+// fails on a concurrent change (a conflict: read again and decide again).
+func (s *Store) Advance(ctx context.Context, from Phase) (*Authority, error) {
+	a, secret, err := s.loadAuthority(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if a.Phase != from {
+		return nil, fmt.Errorf("CA secret %s/%s is in rotation phase %q, not %q", s.Namespace, s.Name, a.Phase, from)
+	}
+	next, err := a.advanced(s.Clock.Now(), func(now time.Time) (*certs.CA, error) {
+		return certs.NewCA(certs.CACommonName, now, certs.CAValidity)
+	})
+	if err != nil {
+		return nil, err
+	}
+	next.toSecret(secret)
+	if from == PhaseNone && a.RotateRequested != "" {
+		secret.Annotations[AnnotationRotateHandled] = a.RotateRequested
+	}
+	// Update, not patch: the resourceVersion read above makes a concurrent
+	// change a conflict instead of a mix of two decisions.
+	if err := s.Client.Update(ctx, secret); err != nil {
+		return nil, fmt.Errorf("failed to move CA secret %s/%s from rotation phase %q to %q: %w", s.Namespace, s.Name, from, next.Phase, err)
+	}
+	klog.FromContext(ctx).Info("CA rotation moved on", "secret", klog.KObj(secret), "from", from, "to", next.Phase,
+		"signing", identityOf(next.Signing.Cert))
+	s.loaded.Store(next.Signing.Cert)
+	return next, nil
+}
+
+// identityOf names a CA certificate in logs: its serial number.
+func identityOf(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }

@@ -7,11 +7,8 @@ import (
 	"time"
 
 	"open-cluster-management.io/cluster-proxy/internal/healthreport"
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 )
-
-// signerOUPrefix starts the organizational unit that names the CA in
-// proxy-agent certificates (identity.SignerOU).
-const signerOUPrefix = "signer-"
 
 // ClusterState is what the server knows of one cluster's agents: how many
 // are connected and what the certificate that expires first says, so a
@@ -52,7 +49,7 @@ func certificateState(cert *x509.Certificate) CertificateState {
 	st := CertificateState{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Serial: cert.SerialNumber.Text(16),
 		IssuerCommonName: cert.Issuer.CommonName}
 	for _, ou := range cert.Subject.OrganizationalUnit {
-		if strings.HasPrefix(ou, signerOUPrefix) {
+		if strings.HasPrefix(ou, identity.SignerOUPrefix) {
 			st.SignerOU = ou
 			break
 		}

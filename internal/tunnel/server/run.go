@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -79,13 +80,6 @@ func Run(ctx context.Context, c RunConfig) error {
 	if err != nil {
 		return err
 	}
-	if c.HealthReport != nil {
-		o := *c.HealthReport
-		o.Snapshot = s.Report
-		if report, err = healthreport.NewWriter(o); err != nil {
-			return err
-		}
-	}
 	base := &tls.Config{MinVersion: c.TLSProfile.MinVersion, CipherSuites: c.TLSProfile.CipherSuites}
 
 	agentTLS, err := NewReloadingTLS(c.ClusterCert, c.ClusterKey, c.ClusterCA, base, c.AgentPeerCheck)
@@ -105,10 +99,10 @@ func Run(ctx context.Context, c RunConfig) error {
 
 	frontendOpts := []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{Time: c.FrontendKeepaliveTime})}
 	var frontendListener net.Listener
+	var frontendTLS *ReloadingTLS
 	if c.UDSName != "" {
 		frontendListener, err = listenUnix(c.UDSName, c.DeleteUDSFile)
 	} else {
-		var frontendTLS *ReloadingTLS
 		frontendTLS, err = NewReloadingTLS(c.ServerCert, c.ServerKey, c.ServerCA, base, c.FrontendPeerCheck)
 		if err == nil {
 			frontendOpts = append(frontendOpts, grpc.Creds(credentials.NewTLS(frontendTLS.Config())))
@@ -118,6 +112,15 @@ func Run(ctx context.Context, c RunConfig) error {
 	if err != nil {
 		_ = agentListener.Close()
 		return fmt.Errorf("frontend: %w", err)
+	}
+	if c.HealthReport != nil {
+		o := *c.HealthReport
+		o.Snapshot = func() healthreport.Report { return withSigners(s.Report(), agentTLS, frontendTLS) }
+		if report, err = healthreport.NewWriter(o); err != nil {
+			_ = agentListener.Close()
+			_ = frontendListener.Close()
+			return err
+		}
 	}
 	frontendServer := grpc.NewServer(frontendOpts...)
 	client.RegisterProxyServiceServer(frontendServer, s)
@@ -159,6 +162,24 @@ func Run(ctx context.Context, c RunConfig) error {
 		_ = os.Remove(c.UDSName)
 	}
 	return runErr
+}
+
+// withSigners adds to r the CAs the agent port trusts and those that issued
+// the serving certificates (frontend nil: a Unix socket, no TLS).
+func withSigners(r healthreport.Report, agentTLS, frontendTLS *ReloadingTLS) healthreport.Report {
+	trusted, serving := agentTLS.Signers()
+	r.TrustedSigners = trusted
+	servingSigners := []string{serving}
+	if frontendTLS != nil {
+		_, frontendServing := frontendTLS.Signers()
+		servingSigners = append(servingSigners, frontendServing)
+	}
+	for _, ou := range servingSigners {
+		if ou != "" && !slices.Contains(r.ServingSigners, ou) {
+			r.ServingSigners = append(r.ServingSigners, ou)
+		}
+	}
+	return r
 }
 
 // stopGRPC stops the servers: at once without a timeout, otherwise

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 
+	"open-cluster-management.io/cluster-proxy/internal/identity"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/tlsfiles"
 )
 
@@ -63,4 +64,24 @@ func (r *ReloadingTLS) Config() *tls.Config {
 		return c, nil
 	}
 	return cfg
+}
+
+// Signers returns the signer organizational units (identity.SignerOU) of
+// the client CA bundle's certificates, as last loaded, and of the bundle's
+// CA that issued the serving certificate ("" when none of them did, or
+// without a bundle).
+func (r *ReloadingTLS) Signers() (trusted []string, serving string) {
+	cert, _ := r.cert.Get()
+	if r.clientCAs == nil {
+		return nil, ""
+	}
+	cas, _ := r.clientCAs.Certificates()
+	for _, ca := range cas {
+		ou := identity.SignerOU(ca)
+		trusted = append(trusted, ou)
+		if serving == "" && cert != nil && cert.Leaf != nil && cert.Leaf.CheckSignatureFrom(ca) == nil {
+			serving = ou
+		}
+	}
+	return trusted, serving
 }

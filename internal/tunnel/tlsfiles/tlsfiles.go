@@ -8,6 +8,7 @@ package tlsfiles
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -77,6 +78,7 @@ type Pool struct {
 	mu    sync.Mutex
 	stamp stamp
 	pool  *x509.CertPool
+	certs []*x509.Certificate
 }
 
 // NewPool reads the bundle once; it fails when the file holds no PEM
@@ -94,21 +96,53 @@ func NewPool(file string) (*Pool, error) {
 func (p *Pool) Get() (*x509.CertPool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	err := p.refresh()
+	return p.pool, err
+}
+
+// Certificates returns the certificates of the current pool, as Get.
+func (p *Pool) Certificates() ([]*x509.Certificate, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.refresh()
+	return p.certs, err
+}
+
+// refresh re-reads the file when it changed; p.mu is held.
+func (p *Pool) refresh() error {
 	s, err := stampOf(p.file)
 	if err != nil {
-		return p.pool, fmt.Errorf("failed to read the CA bundle: %w", err)
+		return fmt.Errorf("failed to read the CA bundle: %w", err)
 	}
 	if p.pool != nil && p.stamp == s {
-		return p.pool, nil
+		return nil
 	}
 	data, err := os.ReadFile(p.file)
 	if err != nil {
-		return p.pool, fmt.Errorf("failed to read the CA bundle: %w", err)
+		return fmt.Errorf("failed to read the CA bundle: %w", err)
+	}
+	var parsed []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		// As AppendCertsFromPEM does: a block that does not parse is skipped.
+		if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
+			parsed = append(parsed, cert)
+		}
+	}
+	if len(parsed) == 0 {
+		return fmt.Errorf("the CA bundle %s holds no PEM certificate", p.file)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return p.pool, fmt.Errorf("the CA bundle %s holds no PEM certificate", p.file)
+	for _, c := range parsed {
+		pool.AddCert(c)
 	}
-	p.pool, p.stamp = pool, s
-	return p.pool, nil
+	p.pool, p.certs, p.stamp = pool, parsed, s
+	return nil
 }

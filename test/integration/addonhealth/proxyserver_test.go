@@ -67,6 +67,9 @@ var _ = Describe("The proxy-server's health report", Label("healthreport"), func
 			g.Expect(r.ServerID).To(Equal("server-a"))
 			g.Expect(r.ServerCount).To(Equal(2))
 			g.Expect(r.Clusters).To(BeEmpty())
+			// Both ports' certificates and the agents' CA are the PKI's.
+			g.Expect(r.TrustedSigners).To(Equal([]string{identity.SignerOU(pki.CA.Cert)}))
+			g.Expect(r.ServingSigners).To(Equal([]string{identity.SignerOU(pki.CA.Cert)}))
 			g.Expect(cm.OwnerReferences).To(ConsistOf(HaveField("UID", pod.UID)))
 			first = r.UpdateTime
 		}).WithContext(ctx).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
