@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"open-cluster-management.io/cluster-proxy/internal/entrypoint"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -23,6 +24,12 @@ import (
 const (
 	hubKubeconfigPath = "/etc/kubeconfig/kubeconfig"
 )
+
+// AuthorityLoader returns the cluster-proxy CA with the certificates to
+// trust (signer.Store).
+type AuthorityLoader interface {
+	Authority(ctx context.Context) (*signer.Authority, error)
+}
 
 // ValuesBuilder computes the agent chart values of one managed cluster from
 // the ManagedProxyConfiguration its addon references.
@@ -32,8 +39,9 @@ type ValuesBuilder struct {
 	Ctx context.Context
 	// Client reads ManagedProxyConfigurations and Services on the hub.
 	Client client.Reader
-	// CA provides the CA certificate the agents trust.
-	CA CALoader
+	// CA provides the CA certificates the agents trust: the signing CA and,
+	// during a CA rotation, the other one (signer.Authority.BundlePEM).
+	CA AuthorityLoader
 	// AgentImage is the image of the addon-agent and the service-proxy.
 	AgentImage string
 	// SecretReader reads the service-proxy certificate Secret, which the
@@ -66,7 +74,7 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 	if !ep.Ready() {
 		return nil, fmt.Errorf("ManagedProxyConfiguration %s: entrypoint not ready: %s", name, ep.Pending)
 	}
-	ca, err := b.CA.LoadOrCreate(ctx)
+	authority, err := b.CA.Authority(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the CA: %w", err)
 	}
@@ -106,7 +114,7 @@ func (b *ValuesBuilder) GetValues(cluster *clusterv1.ManagedCluster, addon *addo
 		ServiceEntryPoint:     ep.Host,
 		ServiceEntryPointPort: ep.Port,
 		ServiceProxyHost:      proxyv1alpha1.ServiceProxyHost(cluster.Name),
-		Base64EncodedCAData:   base64.StdEncoding.EncodeToString(ca.CertPEM),
+		Base64EncodedCAData:   base64.StdEncoding.EncodeToString(authority.BundlePEM()),
 		EnableKubeAPIProxy:    b.EnableKubeAPIProxy,
 		EnableServiceProxy:    b.EnableServiceProxy,
 		EnableImpersonation:   strconv.FormatBool(b.EnableImpersonation),

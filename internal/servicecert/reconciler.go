@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -39,9 +40,10 @@ var Spec = certs.LeafSpec{
 	Usage:      certs.UsageServing,
 }
 
-// CALoader returns the CA that signs the certificate.
+// CALoader returns the CA that signs the certificate and those to trust
+// (signer.Store).
 type CALoader interface {
-	LoadOrCreate(ctx context.Context) (*certs.CA, error)
+	Authority(ctx context.Context) (*signer.Authority, error)
 }
 
 // Reconciler keeps the Secret <Namespace>/ServiceProxyCertSecretName current.
@@ -100,10 +102,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // asks to be called again when it is due for renewal.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := klog.FromContext(ctx).WithValues("secret", klog.KRef(req.Namespace, req.Name))
-	ca, err := r.CA.LoadOrCreate(ctx)
+	authority, err := r.CA.Authority(ctx)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("failed to load the CA: %w", err)
 	}
+	ca, bundle := authority.Signing, authority.BundlePEM()
 	now := r.Clock.Now()
 	secret := &corev1.Secret{}
 	err = r.Client.Get(ctx, req.NamespacedName, secret)
@@ -111,14 +114,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("failed to get Secret %s: %w", req.NamespacedName, err)
 	}
 	exists := err == nil
+	// Issued by the signing CA, or issued again; the bundle (ca.crt) follows
+	// a CA rotation's trust without a new certificate.
 	reason := certs.CheckLeaf(ca, Spec, secret.Data[corev1.TLSCertKey], secret.Data[corev1.TLSPrivateKeyKey], now)
-	if reason == "" && string(secret.Data[proxyv1alpha1.CASecretKey]) != string(ca.CertPEM) {
-		reason = "CA bundle out of date"
-	}
-	if reason != "" {
+	switch {
+	case reason != "":
 		log.Info("issuing the service-proxy certificate", "reason", reason)
-		if err := r.issue(ctx, ca, now, secret, req.NamespacedName, exists); err != nil {
+		if err := r.issue(ctx, ca, bundle, now, secret, req.NamespacedName, exists); err != nil {
 			return ctrl.Result{}, err
+		}
+	case string(secret.Data[proxyv1alpha1.CASecretKey]) != string(bundle):
+		log.Info("updating the service-proxy certificate's CA bundle")
+		secret.Data[proxyv1alpha1.CASecretKey] = bundle
+		if err := r.Client.Update(ctx, secret); err != nil {
+			return ctrl.Result{}, fmt.Errorf("failed to update the CA bundle of Secret %s: %w", req.NamespacedName, err)
 		}
 	}
 	cert, err := certs.ParseCertificate(secret.Data[corev1.TLSCertKey])
@@ -128,13 +137,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{RequeueAfter: max(certs.RenewAt(cert).Sub(now), time.Second)}, nil
 }
 
-// issue writes a new certificate into secret (created when !exists).
-func (r *Reconciler) issue(ctx context.Context, ca *certs.CA, now time.Time, secret *corev1.Secret, key types.NamespacedName, exists bool) error {
+// issue writes a new certificate, issued by ca, and the CA bundle into
+// secret (created when !exists).
+func (r *Reconciler) issue(ctx context.Context, ca *certs.CA, bundle []byte, now time.Time, secret *corev1.Secret, key types.NamespacedName, exists bool) error {
 	certPEM, keyPEM, err := ca.Issue(Spec, now)
 	if err != nil {
 		return fmt.Errorf("failed to issue the service-proxy certificate: %w", err)
 	}
-	data := map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM, proxyv1alpha1.CASecretKey: ca.CertPEM}
+	data := map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM, proxyv1alpha1.CASecretKey: bundle}
 	if exists && secret.Type != corev1.SecretTypeTLS {
 		// The type of a Secret cannot change: replace it.
 		if err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); err != nil && !apierrors.IsNotFound(err) {

@@ -99,6 +99,53 @@ var _ = Describe("The service-proxy certificate", Label("servicecert"), Ordered,
 		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
 	})
 
+	It("follows a CA rotation: trusts the next CA with the same certificate, is reissued by it once it signs, and drops the old CA at the end", func(ctx SpecContext) {
+		store := &signer.Store{Client: k8sClient, Namespace: inProcessNamespace, Name: signerSecretName, Clock: fakeClock}
+		before, err := certSecret(ctx, inProcessNamespace)
+		Expect(err).NotTo(HaveOccurred())
+		oldCA, err := certs.ParseCertificate(before.Data[proxyv1alpha1.CASecretKey])
+		Expect(err).NotTo(HaveOccurred())
+		bundle := func(cas ...*x509.Certificate) []byte {
+			var out []byte
+			for _, c := range cas {
+				out = append(out, certs.EncodeCertificate(c)...)
+			}
+			return out
+		}
+
+		By("Trusting: the bundle gains the next CA, the certificate stays")
+		trusting, err := store.Advance(ctx, signer.PhaseNone)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func(g Gomega) {
+			s, err := certSecret(ctx, inProcessNamespace)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(s.Data[proxyv1alpha1.CASecretKey]).To(Equal(bundle(oldCA, trusting.Next.Cert)))
+			g.Expect(s.Data[corev1.TLSCertKey]).To(Equal(before.Data[corev1.TLSCertKey]), "not reissued for a bundle change")
+		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
+
+		By("Signing: reissued by the new CA, both still trusted")
+		signing, err := store.Advance(ctx, signer.PhaseTrusting)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func(g Gomega) {
+			s, err := certSecret(ctx, inProcessNamespace)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(s.Data[proxyv1alpha1.CASecretKey]).To(Equal(bundle(signing.Signing.Cert, oldCA)))
+			cert, err := certs.ParseCertificate(s.Data[corev1.TLSCertKey])
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(cert.CheckSignatureFrom(signing.Signing.Cert)).To(Succeed())
+		}).WithContext(ctx).WithTimeout(timeout).Should(Succeed())
+
+		By("done: the old CA leaves the bundle")
+		_, err = store.Advance(ctx, signer.PhaseSigning)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(issued).WithContext(ctx).WithArguments(inProcessNamespace).WithTimeout(timeout).Should(
+			WithTransform(func(c *x509.Certificate) error { return c.CheckSignatureFrom(signing.Signing.Cert) }, Succeed()))
+
+		By("refusing to advance from a phase the Secret is not in")
+		_, err = store.Advance(ctx, signer.PhaseTrusting)
+		Expect(err).To(MatchError(ContainSubstring(`is in rotation phase "", not "Trusting"`)))
+	})
+
 	It("comes back when deleted, and replaces a Secret of the wrong type", func(ctx SpecContext) {
 		s, err := certSecret(ctx, inProcessNamespace)
 		Expect(err).NotTo(HaveOccurred())
