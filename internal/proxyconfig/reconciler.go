@@ -3,7 +3,9 @@
 // certificate Secrets, the proxy-server Deployment, the port-forward RBAC for
 // agents and, for LoadBalancerService entrypoints, the load balancer — all
 // owned by the ManagedProxyConfiguration — and reports their state in its
-// status.
+// status, with the health of what runs: ProxyServerAvailable (a proxy-server
+// replica is ready) and Degraded (replicas missing, or a certificate in the
+// last tenth of its lifetime because its renewal keeps failing).
 package proxyconfig
 
 import (
@@ -200,6 +202,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 		if err := r.patchStatus(ctx, before, mpc); err != nil {
 			retErr = errors.Join(retErr, err)
+			// An error requeues with backoff; a result beside it is ignored.
+			result = ctrl.Result{}
 		}
 	}()
 	result, complete, retErr = r.reconcile(ctx, mpc)
@@ -225,8 +229,20 @@ func equalStatus(a, b proxyv1alpha1.ManagedProxyConfigurationStatus) bool {
 }
 
 // reconcile does the work; complete reports that everything the spec asks
-// for is in place (nothing pending).
-func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfiguration) (ctrl.Result, bool, error) {
+// for is in place (nothing pending). However far it gets, it ends by setting
+// the health conditions from what runs, and looks again when they may change.
+func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedProxyConfiguration) (result ctrl.Result, complete bool, err error) {
+	var ca *certs.CA
+	defer func() {
+		// An error requeues with backoff, and a result beside it is ignored.
+		if recheckAt := r.reconcileHealth(ctx, mpc, ca); err == nil && !recheckAt.IsZero() {
+			after := max(recheckAt.Sub(r.Clock.Now()), time.Second)
+			if result.RequeueAfter == 0 || after < result.RequeueAfter {
+				result.RequeueAfter = after
+			}
+		}
+	}()
+
 	if t := mpc.Spec.Authentication.Signer.Type; t != "" && t != proxyv1alpha1.SignerTypeSelfSigned {
 		msg := fmt.Sprintf("spec.authentication.signer.type %s is not supported; only %s is implemented", t, proxyv1alpha1.SignerTypeSelfSigned)
 		r.setAll(mpc, metav1.ConditionFalse, ReasonUnsupportedSigner, msg)
@@ -243,7 +259,7 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 		return ctrl.Result{RequeueAfter: waitRecheck}, false, nil
 	}
 
-	ca, err := r.CA.LoadOrCreate(ctx)
+	ca, err = r.CA.LoadOrCreate(ctx)
 	if err != nil {
 		r.setAll(mpc, metav1.ConditionFalse, ReasonCAUnavailable, err.Error())
 		return ctrl.Result{}, false, err

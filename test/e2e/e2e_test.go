@@ -27,6 +27,7 @@ import (
 	addonv1alpha1 "open-cluster-management.io/api/addon/v1alpha1"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/pkg/client"
 	"open-cluster-management.io/cluster-proxy/test/localenv"
 	"open-cluster-management.io/cluster-proxy/test/localenv/netns"
@@ -64,13 +65,20 @@ func addonAvailable(ctx context.Context, cluster string) (metav1.ConditionStatus
 
 var _ = Describe("cluster-proxy on the local environment", Ordered, func() {
 	Context("install", Label("install"), func() {
-		It("reports every ManagedProxyConfiguration condition True", func(ctx SpecContext) {
+		It("reports every ManagedProxyConfiguration condition healthy: Degraded False, the others True", func(ctx SpecContext) {
 			Eventually(func(g Gomega) {
 				mpc, err := hubProxy.ProxyV1alpha1().ManagedProxyConfigurations().Get(ctx, localenv.MPCName, metav1.GetOptions{})
 				g.Expect(err).NotTo(HaveOccurred())
-				g.Expect(mpc.Status.Conditions).NotTo(BeEmpty())
+				g.Expect(mpc.Status.Conditions).To(ContainElements(
+					HaveField("Type", proxyv1alpha1.ConditionTypeProxyServerAvailable),
+					HaveField("Type", proxyv1alpha1.ConditionTypeDegraded),
+				))
 				for _, c := range mpc.Status.Conditions {
-					g.Expect(c.Status).To(Equal(metav1.ConditionTrue), "condition %s: %s", c.Type, c.Message)
+					healthy := metav1.ConditionTrue
+					if c.Type == proxyv1alpha1.ConditionTypeDegraded {
+						healthy = metav1.ConditionFalse
+					}
+					g.Expect(c.Status).To(Equal(healthy), "condition %s (%s): %s", c.Type, c.Reason, c.Message)
 				}
 			}).WithContext(ctx).Should(Succeed())
 		})

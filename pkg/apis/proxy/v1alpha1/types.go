@@ -415,6 +415,16 @@ const (
 	// ConditionTypeUserServerSecretSigned is True when the user-server serving
 	// certificate is issued and current (only with spec.userServer).
 	ConditionTypeUserServerSecretSigned = "UserServerSecretSigned"
+	// ConditionTypeProxyServerAvailable is True when at least one
+	// proxy-server replica is ready, so proxy-agents can connect; its message
+	// says how many of the desired replicas are.
+	ConditionTypeProxyServerAvailable = "ProxyServerAvailable"
+	// ConditionTypeDegraded is True when the hub side works less well than
+	// it should: fewer proxy-server replicas are ready than desired, or a
+	// certificate the addon-manager issues (or its CA) is in the last tenth
+	// of its lifetime or expired, which means its renewal keeps failing.
+	// False (ReasonAsExpected) is healthy.
+	ConditionTypeDegraded = "Degraded"
 )
 
 // Condition reasons of a ManagedProxyConfiguration.
@@ -427,6 +437,24 @@ const (
 	ReasonSuccessfullySigned = "SuccessfullySigned"
 	// ReasonNotYetSigned: the certificate is not issued yet.
 	ReasonNotYetSigned = "NotYetSigned"
+	// ReasonReplicasReady: at least one proxy-server replica is ready
+	// (ProxyServerAvailable True).
+	ReasonReplicasReady = "ReplicasReady"
+	// ReasonNoReplicaReady: no proxy-server replica is ready
+	// (ProxyServerAvailable False).
+	ReasonNoReplicaReady = "NoReplicaReady"
+	// ReasonProxyServerReplicasNotReady: fewer proxy-server replicas are
+	// ready than desired, or the Deployment's latest generation is not
+	// rolled out yet (Degraded True).
+	ReasonProxyServerReplicasNotReady = "ProxyServerReplicasNotReady"
+	// ReasonCertificateExpiring: a certificate the addon-manager issues, or
+	// its CA, is in the last tenth of its lifetime or expired (Degraded
+	// True; when replicas are not ready too, the reason is
+	// ReasonProxyServerReplicasNotReady and the message names both).
+	ReasonCertificateExpiring = "CertificateExpiring"
+	// ReasonAsExpected: every desired proxy-server replica is ready and no
+	// certificate is near its expiry (Degraded False).
+	ReasonAsExpected = "AsExpected"
 )
 
 // +kubebuilder:object:root=true
