@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -226,22 +227,73 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, mpc *proxyv1alpha1.Man
 
 	res := evaluateHealth(in)
 	for _, cond := range []metav1.Condition{res.available, res.degraded} {
-		before := meta.FindStatusCondition(mpc.Status.Conditions, cond.Type)
-		if before != nil && before.Status == cond.Status && before.Reason == cond.Reason {
-			r.setCondition(mpc, cond.Type, cond.Status, cond.Reason, cond.Message)
-			continue
-		}
-		var note string
-		if before == nil {
-			note = fmt.Sprintf("%s set to %s (%s): %s", cond.Type, cond.Status, cond.Reason, cond.Message)
-		} else {
-			note = fmt.Sprintf("%s changed from %s (%s) to %s (%s): %s", cond.Type, before.Status, before.Reason,
-				cond.Status, cond.Reason, cond.Message)
+		var before *conditionState
+		if c := meta.FindStatusCondition(mpc.Status.Conditions, cond.Type); c != nil {
+			before = &conditionState{status: c.Status, reason: c.Reason}
 		}
 		r.setCondition(mpc, cond.Type, cond.Status, cond.Reason, cond.Message)
-		r.Recorder.Eventf(mpc, nil, healthEventType(cond), cond.Reason, healthEventActionPrefix+cond.Type, "%s", note)
+		now := conditionState{status: cond.Status, reason: cond.Reason}
+		if prev, changed := r.announced.change(mpc.Name, cond.Type, before, now); changed {
+			r.Recorder.Eventf(mpc, nil, healthEventType(cond), cond.Reason, healthEventActionPrefix+cond.Type, "%s", changeNote(cond, prev))
+		}
 	}
 	return res.recheckAt
+}
+
+// changeNote is the note of the Event announcing cond, which was prev
+// (nil: not set).
+func changeNote(cond metav1.Condition, prev *conditionState) string {
+	if prev == nil {
+		return fmt.Sprintf("%s set to %s (%s): %s", cond.Type, cond.Status, cond.Reason, cond.Message)
+	}
+	return fmt.Sprintf("%s changed from %s (%s) to %s (%s): %s", cond.Type, prev.status, prev.reason,
+		cond.Status, cond.Reason, cond.Message)
+}
+
+// conditionState is what makes a condition change worth an Event.
+type conditionState struct {
+	status metav1.ConditionStatus
+	reason string
+}
+
+// announcements remembers, per ManagedProxyConfiguration and condition type,
+// the state the last Event announced. The cache may serve a reconcile the
+// status from before the previous reconcile's patch; comparing with what was
+// announced keeps such a reconcile from announcing the same change again.
+// The zero value is ready to use.
+type announcements struct {
+	mu   sync.Mutex
+	last map[string]map[string]conditionState
+}
+
+// change records now as the state of condition typ of the configuration
+// name, and says whether that is a change worth an Event, and from what:
+// from the state last announced or, when none was (since the manager
+// started), from the state in the status (nil when not set).
+func (a *announcements) change(name, typ string, inStatus *conditionState, now conditionState) (*conditionState, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.last == nil {
+		a.last = map[string]map[string]conditionState{}
+	}
+	byType := a.last[name]
+	if byType == nil {
+		byType = map[string]conditionState{}
+		a.last[name] = byType
+	}
+	prev := inStatus
+	if announced, ok := byType[typ]; ok {
+		prev = &announced
+	}
+	byType[typ] = now
+	return prev, prev == nil || *prev != now
+}
+
+// forget drops what was announced for the configuration name (deleted).
+func (a *announcements) forget(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.last, name)
 }
 
 // healthEventType is Normal for a healthy condition (ProxyServerAvailable

@@ -161,3 +161,39 @@ func TestHealthEventType(t *testing.T) {
 		})
 	}
 }
+
+func TestAnnouncements(t *testing.T) {
+	g := NewWithT(t)
+	bad := conditionState{status: metav1.ConditionTrue, reason: proxyv1alpha1.ReasonProxyServerReplicasNotReady}
+	good := conditionState{status: metav1.ConditionFalse, reason: proxyv1alpha1.ReasonAsExpected}
+	var a announcements
+
+	prev, changed := a.change("cp", proxyv1alpha1.ConditionTypeDegraded, nil, bad)
+	g.Expect(changed).To(BeTrue(), "a condition set for the first time")
+	g.Expect(prev).To(BeNil())
+
+	// A stale cache serves the status from before that change: what was
+	// announced counts, so nothing is announced twice.
+	_, changed = a.change("cp", proxyv1alpha1.ConditionTypeDegraded, nil, bad)
+	g.Expect(changed).To(BeFalse())
+
+	prev, changed = a.change("cp", proxyv1alpha1.ConditionTypeDegraded, &bad, good)
+	g.Expect(changed).To(BeTrue())
+	g.Expect(prev).To(HaveValue(Equal(bad)))
+
+	announceGood := func(typ string) bool {
+		_, changed := a.change("cp", typ, nil, good)
+		return changed
+	}
+	g.Expect(announceGood(proxyv1alpha1.ConditionTypeProxyServerAvailable)).To(BeTrue(), "each condition type on its own")
+
+	// Nothing announced since the manager started: the status is the
+	// reference.
+	_, changed = a.change("other", proxyv1alpha1.ConditionTypeDegraded, &good, good)
+	g.Expect(changed).To(BeFalse())
+
+	a.forget("cp")
+	prev, changed = a.change("cp", proxyv1alpha1.ConditionTypeDegraded, &bad, good)
+	g.Expect(changed).To(BeTrue())
+	g.Expect(prev).To(HaveValue(Equal(bad)), "forgotten: the status is the reference again")
+}

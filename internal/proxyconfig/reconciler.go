@@ -85,6 +85,9 @@ type Reconciler struct {
 	TLSProfileNamespace string
 	// ImagePullPolicy of the proxy-server container.
 	ImagePullPolicy corev1.PullPolicy
+
+	// announced remembers the health condition changes Events announced.
+	announced announcements
 }
 
 var _ reconcile.Reconciler = &Reconciler{}
@@ -186,10 +189,14 @@ func (r *Reconciler) enqueueAllFor(match func(client.Object) bool) handler.MapFu
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	mpc := &proxyv1alpha1.ManagedProxyConfiguration{}
 	if err := r.Client.Get(ctx, req.NamespacedName, mpc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.announced.forget(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !mpc.DeletionTimestamp.IsZero() {
 		// Owner references make the garbage collector remove what we created.
+		r.announced.forget(req.Name)
 		return ctrl.Result{}, nil
 	}
 	ctx = klog.NewContext(ctx, klog.FromContext(ctx).WithValues("managedProxyConfiguration", klog.KObj(mpc)))

@@ -144,6 +144,8 @@ var _ = Describe("The health conditions", Label("proxyconfig", "health"), func()
 		// series.
 		Eventually(eventCount).WithContext(ctx).WithArguments(name, corev1.EventTypeWarning, proxyv1alpha1.ReasonProxyServerReplicasNotReady).
 			WithTimeout(timeout).WithPolling(interval).Should(BeEquivalentTo(2))
+		Expect(eventCount(ctx, name, corev1.EventTypeWarning, proxyv1alpha1.ReasonNoReplicaReady)).
+			To(BeEquivalentTo(1), "a change announced more than once")
 	})
 
 	It("report a certificate whose renewal keeps failing once it is in the last tenth of its lifetime, until it is renewed", func(ctx SpecContext) {
