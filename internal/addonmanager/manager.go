@@ -32,6 +32,7 @@ import (
 
 	"open-cluster-management.io/cluster-proxy/internal/addonhealth"
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
+	"open-cluster-management.io/cluster-proxy/internal/carotation"
 	"open-cluster-management.io/cluster-proxy/internal/clusterprofile"
 	"open-cluster-management.io/cluster-proxy/internal/healthreport"
 	"open-cluster-management.io/cluster-proxy/internal/identity"
@@ -148,6 +149,15 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 	}
 	if err := health.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("failed to set up the addon health controller: %w", err)
+	}
+
+	// A plain Runnable, so only the leader rotates.
+	rotation := &carotation.Controller{
+		Store: ca, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
+		ServiceProxyCertSecret: client.ObjectKey{Namespace: o.SignerSecretNamespace, Name: proxyv1alpha1.ServiceProxyCertSecretName},
+	}
+	if err := mgr.Add(manager.RunnableFunc(rotation.Start)); err != nil {
+		return nil, fmt.Errorf("failed to add the CA rotation controller: %w", err)
 	}
 
 	serviceProxyCert, err := addAgentAddon(ctx, mgr, cfg, o, ca)

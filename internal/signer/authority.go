@@ -33,7 +33,7 @@ const (
 	AnnotationRotateHandled = "proxy.open-cluster-management.io/rotate-ca-handled"
 	// AnnotationPhase is the rotation's phase ("" or absent: none).
 	AnnotationPhase = "proxy.open-cluster-management.io/ca-rotation-phase"
-	// AnnotationPhaseSince is when the phase began (RFC 3339).
+	// AnnotationPhaseSince is when the phase began (RFC 3339, nanoseconds).
 	AnnotationPhaseSince = "proxy.open-cluster-management.io/ca-rotation-phase-since"
 )
 
@@ -117,7 +117,7 @@ func authorityFromSecret(secret *corev1.Secret) (*Authority, error) {
 		a.RotateRequested = req
 	}
 	if a.Phase != PhaseNone {
-		since, err := time.Parse(time.RFC3339, secret.Annotations[AnnotationPhaseSince])
+		since, err := time.Parse(time.RFC3339Nano, secret.Annotations[AnnotationPhaseSince])
 		if err != nil {
 			return nil, fmt.Errorf("CA secret %s: annotation %s: %w", ref, AnnotationPhaseSince, err)
 		}
@@ -165,7 +165,7 @@ func (a *Authority) toSecret(secret *corev1.Secret) {
 		return
 	}
 	secret.Annotations[AnnotationPhase] = string(a.Phase)
-	secret.Annotations[AnnotationPhaseSince] = a.PhaseSince.UTC().Format(time.RFC3339)
+	secret.Annotations[AnnotationPhaseSince] = a.PhaseSince.UTC().Format(time.RFC3339Nano)
 }
 
 // advanced returns the authority one phase on, at now: a new next CA

@@ -143,13 +143,14 @@ func (s *Store) Advance(ctx context.Context, from Phase) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
+	orig := secret.DeepCopy()
 	next.toSecret(secret)
 	if from == PhaseNone && a.RotateRequested != "" {
 		secret.Annotations[AnnotationRotateHandled] = a.RotateRequested
 	}
-	// Update, not patch: the resourceVersion read above makes a concurrent
-	// change a conflict instead of a mix of two decisions.
-	if err := s.Client.Update(ctx, secret); err != nil {
+	// The resourceVersion read above goes with the patch, so a concurrent
+	// change is a conflict instead of a mix of two decisions.
+	if err := s.Client.Patch(ctx, secret, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return nil, fmt.Errorf("failed to move CA secret %s/%s from rotation phase %q to %q: %w", s.Namespace, s.Name, from, next.Phase, err)
 	}
 	klog.FromContext(ctx).Info("CA rotation moved on", "secret", klog.KObj(secret), "from", from, "to", next.Phase,
