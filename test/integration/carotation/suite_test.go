@@ -49,4 +49,3 @@ var _ = AfterSuite(func() {
 		Expect(apiServer.Stop()).To(Succeed())
 	}
 })
-
