@@ -16,21 +16,24 @@ import (
 	addonclient "open-cluster-management.io/api/client/addon/clientset/versioned"
 
 	"open-cluster-management.io/cluster-proxy/internal/agentaddon"
-	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
-// certificateTrigger re-renders every cluster-proxy addon when the
-// service-proxy certificate Secret changes (created, reissued by
-// `cluster-proxy controllers`, deleted), so each cluster's copy follows it.
-// The addon-framework only re-renders on addon, cluster and config changes,
-// and that Secret is none of them.
+// certificateTrigger re-renders every cluster-proxy addon when a Secret
+// the agents' values come from changes: the service-proxy certificate
+// (created, reissued by `cluster-proxy controllers`, deleted), or the CA
+// Secret (a CA rotation's phase changes the CA bundle), so each cluster's
+// copy follows it. The addon-framework only re-renders on addon, cluster
+// and config changes, and those Secrets are none of them.
 type certificateTrigger struct {
 	kubeClient  kubernetes.Interface
 	addonClient addonclient.Interface
-	namespace   string
+	// namespace and name locate the Secret.
+	namespace, name string
 	// trigger queues one addon for rendering (the addon-framework
 	// manager's Trigger).
 	trigger func(clusterName, addonName string)
+	// onChange, optional, is told of every change too.
+	onChange func()
 
 	mu sync.Mutex
 	// store is the informer's, once Start made it (metrics read it).
@@ -49,7 +52,7 @@ func (t *certificateTrigger) secret() *corev1.Secret {
 	if store == nil {
 		return nil
 	}
-	obj, ok, err := store.GetByKey(t.namespace + "/" + proxyv1alpha1.ServiceProxyCertSecretName)
+	obj, ok, err := store.GetByKey(t.namespace + "/" + t.name)
 	if err != nil || !ok {
 		return nil
 	}
@@ -59,19 +62,22 @@ func (t *certificateTrigger) secret() *corev1.Secret {
 
 // Start watches the Secret until ctx ends.
 func (t *certificateTrigger) Start(ctx context.Context) error {
-	logger := klog.FromContext(ctx).WithValues("secret", t.namespace+"/"+proxyv1alpha1.ServiceProxyCertSecretName)
+	logger := klog.FromContext(ctx).WithValues("secret", t.namespace+"/"+t.name)
 	factory := informers.NewSharedInformerFactoryWithOptions(t.kubeClient, 10*time.Minute,
 		informers.WithNamespace(t.namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", proxyv1alpha1.ServiceProxyCertSecretName).String()
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", t.name).String()
 		}))
 	informer := factory.Core().V1().Secrets().Informer()
 	changed := func(reason string) {
+		if t.onChange != nil {
+			t.onChange()
+		}
 		if err := t.triggerAll(ctx); err != nil {
-			logger.Error(err, "Failed to re-render the addons after the service-proxy certificate changed", "change", reason)
+			logger.Error(err, "Failed to re-render the addons after the Secret changed", "change", reason)
 			return
 		}
-		logger.V(2).Info("Service-proxy certificate changed; addons re-rendered", "change", reason)
+		logger.V(2).Info("Secret changed; addons re-rendered", "change", reason)
 	}
 	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { changed("added") },
@@ -85,7 +91,7 @@ func (t *certificateTrigger) Start(ctx context.Context) error {
 		},
 		DeleteFunc: func(any) { changed("deleted") },
 	}); err != nil {
-		return fmt.Errorf("failed to watch the service-proxy certificate Secret: %w", err)
+		return fmt.Errorf("failed to watch Secret %s/%s: %w", t.namespace, t.name, err)
 	}
 	t.mu.Lock()
 	t.store = informer.GetStore()

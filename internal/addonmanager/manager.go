@@ -9,6 +9,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
@@ -26,6 +27,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -127,7 +129,11 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 		return nil, fmt.Errorf("failed to create a client: %w", err)
 	}
 	ca := &signer.Store{Client: direct, Namespace: o.SignerSecretNamespace, Name: o.SignerSecretName, Clock: clock.RealClock{}}
+	// A CA rotation's phase changes the bundle every configuration's
+	// Secrets carry: the CA Secret's watch (addAgentAddon) says so here.
+	caChanged := make(chan event.GenericEvent, 1)
 	reconciler := &proxyconfig.Reconciler{
+		CAChanged:           caChanged,
 		Client:              mgr.GetClient(),
 		Recorder:            mgr.GetEventRecorder(LeaderElectionID),
 		Clock:               clock.RealClock{},
@@ -160,7 +166,13 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 		return nil, fmt.Errorf("failed to add the CA rotation controller: %w", err)
 	}
 
-	serviceProxyCert, err := addAgentAddon(ctx, mgr, cfg, o, ca)
+	signerSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.SignerSecretNamespace, Name: o.SignerSecretName}}
+	serviceProxyCert, err := addAgentAddon(ctx, mgr, cfg, o, ca, func() {
+		select {
+		case caChanged <- event.GenericEvent{Object: signerSecret}:
+		default: // one pending event reconciles them all
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -246,9 +258,11 @@ func CacheOptions(podNamespace string) cache.Options {
 }
 
 // addAgentAddon runs the addon-framework manager with the cluster-proxy
-// agent addon, only while this addon-manager is the leader. With the
-// service-proxy on, it returns the watch of the service-proxy certificate.
-func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *Options, ca *signer.Store) (*certificateTrigger, error) {
+// agent addon, only while this addon-manager is the leader, and re-renders
+// the addons when the CA Secret changes (then calls caChanged too). With
+// the service-proxy on, it returns the watch of the service-proxy
+// certificate.
+func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *Options, ca *signer.Store, caChanged func()) (*certificateTrigger, error) {
 	kubeClient, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create a kube client: %w", err)
@@ -290,9 +304,15 @@ func addAgentAddon(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o *O
 	if err := addonManager.AddAgent(agentAddon); err != nil {
 		return nil, fmt.Errorf("failed to add the %s agent addon: %w", agentaddon.AddonName, err)
 	}
+	caTrigger := &certificateTrigger{kubeClient: kubeClient, addonClient: addonClient, namespace: o.SignerSecretNamespace,
+		name: o.SignerSecretName, trigger: addonManager.Trigger, onChange: caChanged}
+	if err := mgr.Add(manager.RunnableFunc(caTrigger.Start)); err != nil {
+		return nil, fmt.Errorf("failed to add the CA Secret trigger: %w", err)
+	}
 	var trigger *certificateTrigger
 	if o.EnableServiceProxy {
-		trigger = &certificateTrigger{kubeClient: kubeClient, addonClient: addonClient, namespace: o.SignerSecretNamespace, trigger: addonManager.Trigger}
+		trigger = &certificateTrigger{kubeClient: kubeClient, addonClient: addonClient, namespace: o.SignerSecretNamespace,
+			name: proxyv1alpha1.ServiceProxyCertSecretName, trigger: addonManager.Trigger}
 		if err := mgr.Add(manager.RunnableFunc(trigger.Start)); err != nil {
 			return nil, fmt.Errorf("failed to add the service-proxy certificate trigger: %w", err)
 		}

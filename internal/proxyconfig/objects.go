@@ -60,6 +60,9 @@ type render struct {
 	imagePullPolicy corev1.PullPolicy
 	// tlsArgs are the proxy-server flags from the OCM TLS profile.
 	tlsArgs []string
+	// caBundle is every CA to trust (signer.Authority.BundlePEM): the
+	// ca.crt of each Secret.
+	caBundle []byte
 }
 
 func (r *render) namespace() string { return r.mpc.Spec.ProxyServer.Namespace }
@@ -146,22 +149,22 @@ func servicePort(name string, port, target int32) *corev1ac.ServicePortApplyConf
 
 // caSecret publishes the CA certificate (never its key) for clients and
 // agents.
-func (r *render) caSecret(caPEM []byte) *corev1ac.SecretApplyConfiguration {
+func (r *render) caSecret() *corev1ac.SecretApplyConfiguration {
 	return corev1ac.Secret(proxyv1alpha1.CASecretName, r.namespace()).
 		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
 		WithType(corev1.SecretTypeOpaque).
-		WithData(map[string][]byte{proxyv1alpha1.CASecretKey: caPEM})
+		WithData(map[string][]byte{proxyv1alpha1.CASecretKey: r.caBundle})
 }
 
 // tlsSecret is a certificate Secret of type kubernetes.io/tls.
-func (r *render) tlsSecret(name string, certPEM, keyPEM, caPEM []byte) *corev1ac.SecretApplyConfiguration {
+func (r *render) tlsSecret(name string, certPEM, keyPEM []byte) *corev1ac.SecretApplyConfiguration {
 	return corev1ac.Secret(name, r.namespace()).
 		WithLabels(r.labels()).WithOwnerReferences(r.owner()).
 		WithType(corev1.SecretTypeTLS).
 		WithData(map[string][]byte{
 			corev1.TLSCertKey:       certPEM,
 			corev1.TLSPrivateKeyKey: keyPEM,
-			"ca.crt":                caPEM,
+			"ca.crt":                r.caBundle,
 		})
 }
 

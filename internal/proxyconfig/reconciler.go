@@ -28,11 +28,14 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/internal/entrypoint"
+	"open-cluster-management.io/cluster-proxy/internal/signer"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -64,9 +67,10 @@ const entrypointPendingRecheck = 30 * time.Second
 // for without a watch event to wake it (a namespace being deleted).
 const waitRecheck = 5 * time.Second
 
-// CALoader returns the CA that signs the proxy-server certificates.
+// CALoader returns the CA that signs the proxy-server certificates and
+// those to trust (signer.Store).
 type CALoader interface {
-	LoadOrCreate(ctx context.Context) (*certs.CA, error)
+	Authority(ctx context.Context) (*signer.Authority, error)
 }
 
 // Reconciler turns ManagedProxyConfigurations into running proxy-server
@@ -78,8 +82,12 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Clock dates certificates and decides rotation.
 	Clock clock.PassiveClock
-	// CA signs the certificates.
+	// CA signs the certificates; its bundle (the signing CA and, during a
+	// CA rotation, the other one) is every ca.crt the reconciler writes.
 	CA CALoader
+	// CAChanged, optional, delivers an event whenever the CA Secret
+	// changes (a rotation's phase): every configuration is reconciled.
+	CAChanged <-chan event.GenericEvent
 	// TLSProfileNamespace is where the OCM TLS profile ConfigMap is read:
 	// the addon-manager's namespace.
 	TLSProfileNamespace string
@@ -117,7 +125,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.ImagePullPolicy == "" {
 		r.ImagePullPolicy = corev1.PullIfNotPresent
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("managedproxyconfiguration").
 		For(&proxyv1alpha1.ManagedProxyConfiguration{}).
 		Owns(&corev1.Secret{}).
@@ -126,8 +134,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&rbacv1.Role{}).
 		Owns(&rbacv1.RoleBinding{}).
-		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.enqueueAllFor(r.isTLSProfile))).
-		Complete(r)
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.enqueueAllFor(r.isTLSProfile)))
+	if r.CAChanged != nil {
+		b = b.WatchesRawSource(source.Channel(r.CAChanged, handler.EnqueueRequestsFromMapFunc(r.enqueueAllFor(func(client.Object) bool { return true }))))
+	}
+	return b.Complete(r)
 }
 
 func (r *Reconciler) isTLSProfile(obj client.Object) bool {
@@ -266,11 +277,13 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 		return ctrl.Result{RequeueAfter: waitRecheck}, false, nil
 	}
 
-	ca, err = r.CA.LoadOrCreate(ctx)
+	authority, err := r.CA.Authority(ctx)
 	if err != nil {
 		r.setAll(mpc, metav1.ConditionFalse, ReasonCAUnavailable, err.Error())
 		return ctrl.Result{}, false, err
 	}
+	ca = authority.Signing
+	bundle := authority.BundlePEM()
 
 	tlsArgs, err := tlsProfileArgs(ctx, r.Client, r.TLSProfileNamespace)
 	if err != nil {
@@ -280,7 +293,7 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 		return ctrl.Result{}, false, nil
 	}
 
-	rd := &render{mpc: mpc, imagePullPolicy: r.ImagePullPolicy, tlsArgs: tlsArgs}
+	rd := &render{mpc: mpc, imagePullPolicy: r.ImagePullPolicy, tlsArgs: tlsArgs, caBundle: bundle}
 
 	if ep := mpc.Spec.ProxyServer.Entrypoint; ep != nil && ep.Type == proxyv1alpha1.EntryPointTypeLoadBalancerService {
 		if err := r.apply(ctx, mpc, rd.loadBalancerService()); err != nil {
@@ -293,7 +306,7 @@ func (r *Reconciler) reconcile(ctx context.Context, mpc *proxyv1alpha1.ManagedPr
 	}
 
 	for _, obj := range []runtime.ApplyConfiguration{
-		rd.serviceAccount(), rd.service(), rd.caSecret(ca.CertPEM), rd.portForwardRole(), rd.portForwardRoleBinding(),
+		rd.serviceAccount(), rd.service(), rd.caSecret(), rd.portForwardRole(), rd.portForwardRoleBinding(),
 		rd.healthReportRole(), rd.healthReportRoleBinding(),
 	} {
 		if err := r.apply(ctx, mpc, obj); err != nil {
@@ -394,7 +407,7 @@ func (r *Reconciler) ensureCertificate(ctx context.Context, mpc *proxyv1alpha1.M
 		klog.FromContext(ctx).Info("issuing certificate", "secret", klog.KRef(rd.namespace(), c.secretName), "reason", why)
 		r.event(mpc, corev1.EventTypeNormal, "CertificateIssued", fmt.Sprintf("issued the certificate in secret %s/%s: %s", rd.namespace(), c.secretName, why))
 	}
-	if err := r.apply(ctx, mpc, rd.tlsSecret(c.secretName, certPEM, keyPEM, ca.CertPEM)); err != nil {
+	if err := r.apply(ctx, mpc, rd.tlsSecret(c.secretName, certPEM, keyPEM)); err != nil {
 		return nil, err
 	}
 	return certPEM, nil

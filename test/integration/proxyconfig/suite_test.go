@@ -14,6 +14,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -39,6 +40,10 @@ var (
 	// fakeClock is the reconciler's clock; specs step it to prove rotation.
 	fakeClock *clocktesting.FakeClock
 	stopMgr   context.CancelFunc
+	// caStore is the reconciler's CA; caChanged tells it the CA Secret
+	// changed, as the addon-manager's watch of that Secret does.
+	caStore   *signer.Store
+	caChanged = make(chan event.GenericEvent, 1)
 )
 
 func TestProxyServer(t *testing.T) {
@@ -68,13 +73,13 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Cache: addonmanager.CacheOptions(managerNamespace),
 	})
 	Expect(err).NotTo(HaveOccurred())
+	caStore = &signer.Store{Client: k8sClient, Namespace: managerNamespace, Name: signerSecretName, Clock: fakeClock}
 	reconciler := &proxyconfig.Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("cluster-proxy-addon-manager"),
-		Clock:    fakeClock,
-		CA: &signer.Store{
-			Client: k8sClient, Namespace: managerNamespace, Name: signerSecretName, Clock: fakeClock,
-		},
+		Client:              mgr.GetClient(),
+		Recorder:            mgr.GetEventRecorder("cluster-proxy-addon-manager"),
+		Clock:               fakeClock,
+		CA:                  caStore,
+		CAChanged:           caChanged,
 		TLSProfileNamespace: managerNamespace,
 	}
 	Expect(reconciler.SetupWithManager(mgr)).To(Succeed())
