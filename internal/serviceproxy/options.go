@@ -24,11 +24,11 @@ import (
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/klog/v2"
 
-	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/httpserve"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
 	"open-cluster-management.io/cluster-proxy/internal/serviceproxy/authn"
+	"open-cluster-management.io/cluster-proxy/internal/tlsfiles"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
@@ -44,8 +44,11 @@ const DefaultMetricsBindAddress = ":8001"
 type Options struct {
 	// CertFile and KeyFile are the serving certificate and key.
 	CertFile, KeyFile string
-	// ClientCAFile holds the cluster-proxy CA: only callers presenting a
-	// client certificate it issued are served.
+	// ClientCAFile holds the cluster-proxy CA bundle (during a CA
+	// rotation, more than one CA): only callers presenting a client
+	// certificate one of them issued are served. These three files are
+	// re-read when they change, so a renewal or a CA rotation needs no
+	// restart.
 	ClientCAFile string
 	// AdditionalServiceCAFile is extra trust for Service targets; a missing
 	// file is tolerated.
@@ -117,9 +120,9 @@ func NewOptions() *Options {
 
 // AddFlags binds the options to flags.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.CertFile, "cert", o.CertFile, "Serving certificate file.")
+	fs.StringVar(&o.CertFile, "cert", o.CertFile, "Serving certificate file; re-read when it changes.")
 	fs.StringVar(&o.KeyFile, "key", o.KeyFile, "Serving key file.")
-	fs.StringVar(&o.ClientCAFile, "client-ca", o.ClientCAFile, "The cluster-proxy CA: only callers presenting a client certificate it issued may use the service-proxy.")
+	fs.StringVar(&o.ClientCAFile, "client-ca", o.ClientCAFile, "The cluster-proxy CA bundle: only callers presenting a client certificate one of its CAs issued may use the service-proxy; re-read when it changes.")
 	fs.StringVar(&o.AdditionalServiceCAFile, "additional-service-ca", o.AdditionalServiceCAFile, "Additional CA certificates trusted for Service targets (a missing file is ignored).")
 	fs.StringVar(&o.BindAddress, "bind-address", o.BindAddress, "Address the HTTPS server listens on.")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "Address of /healthz and /readyz.")
@@ -312,11 +315,11 @@ func Run(ctx context.Context, o *Options) error {
 	if err != nil {
 		return err
 	}
-	serving, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+	serving, err := tlsfiles.NewKeyPair(o.CertFile, o.KeyFile)
 	if err != nil {
-		return fmt.Errorf("failed to load --cert %s and --key %s: %w", o.CertFile, o.KeyFile, err)
+		return fmt.Errorf("failed to load --cert and --key: %w", err)
 	}
-	clientCAs, err := certs.LoadCertPool(o.ClientCAFile)
+	clientCAs, err := tlsfiles.NewPool(o.ClientCAFile)
 	if err != nil {
 		return fmt.Errorf("failed to load --client-ca: %w", err)
 	}
@@ -332,7 +335,7 @@ func Run(ctx context.Context, o *Options) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			server.ServeHTTP(w, r.WithContext(klog.NewContext(r.Context(), log)))
 		}),
-		TLSConfig:         servingTLSConfig(serving, clientCAs, tlsProfile),
+		TLSConfig:         servingTLSConfig(authnCtx, serving, clientCAs, tlsProfile),
 		ReadHeaderTimeout: 32 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 	}

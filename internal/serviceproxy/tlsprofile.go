@@ -3,7 +3,6 @@ package serviceproxy
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
+	"open-cluster-management.io/cluster-proxy/internal/tlsfiles"
 	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
 )
 
@@ -46,16 +46,33 @@ func (o *Options) watchTLSProfile(ctx, waitCtx context.Context) (func() tlsprofi
 	return tlsprofile.Start(ctx, waitCtx, client, o.PodNamespace, tlsProfileReadTimeout), nil
 }
 
-// servingTLSConfig is the HTTPS server's TLS configuration: the serving
-// certificate, callers' certificates verified against clientCAs when given,
-// and each handshake under the TLS profile that profile returns then.
-func servingTLSConfig(serving tls.Certificate, clientCAs *x509.CertPool, profile func() tlsprofile.Profile) *tls.Config {
-	return tlsprofile.ServerConfig(&tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{serving},
+// servingTLSConfig is the HTTPS server's TLS configuration: each handshake
+// with the serving certificate and the client CA bundle as their files
+// hold them then (a renewal or a CA rotation needs no restart; a change
+// that cannot be read keeps the last good material and is logged once,
+// with the logger of ctx), callers' certificates verified against that
+// bundle when given, under the TLS profile that profile returns then.
+func servingTLSConfig(ctx context.Context, serving *tlsfiles.KeyPair, clientCAs *tlsfiles.Pool, profile func() tlsprofile.Profile) *tls.Config {
+	cfg := tlsprofile.ServerConfig(&tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return serving.Current(ctx), nil
+		},
 		// Callers without a certificate reach the handler, which tells
 		// them why they are refused.
 		ClientAuth: tls.VerifyClientCertIfGiven,
-		ClientCAs:  clientCAs,
+		// The bundle as first read, for code that reads the field; every
+		// handshake gets the current one below.
+		ClientCAs: clientCAs.Current(ctx),
 	}, profile)
+	withProfile := cfg.GetConfigForClient
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c, err := withProfile(hello)
+		if err != nil {
+			return nil, err
+		}
+		c.ClientCAs = clientCAs.Current(ctx)
+		return c, nil
+	}
+	return cfg
 }

@@ -8,6 +8,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,13 +23,18 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
+	"open-cluster-management.io/cluster-proxy/internal/tlsfiles"
 	"open-cluster-management.io/cluster-proxy/internal/tlsprofile"
 )
 
-// tlsFixture is a serving certificate and a caller certificate from one CA.
+// tlsFixture is a serving certificate and a caller certificate from one CA;
+// the serving certificate and the CA are files too, as Run reads them.
 type tlsFixture struct {
-	serving, caller tls.Certificate
-	roots           *x509.CertPool
+	caller tls.Certificate
+	roots  *x509.CertPool
+	// serving and clientCAs are read from files in a temporary directory.
+	serving   *tlsfiles.KeyPair
+	clientCAs *tlsfiles.Pool
 }
 
 func newTLSFixture(t *testing.T) tlsFixture {
@@ -36,20 +43,25 @@ func newTLSFixture(t *testing.T) tlsFixture {
 	now := time.Now()
 	ca, err := certs.NewCA("test CA", now, time.Hour)
 	g.Expect(err).NotTo(HaveOccurred())
-	pair := func(spec certs.LeafSpec) tls.Certificate {
-		certPEM, keyPEM, err := ca.Issue(spec, now)
-		g.Expect(err).NotTo(HaveOccurred())
-		p, err := tls.X509KeyPair(certPEM, keyPEM)
-		g.Expect(err).NotTo(HaveOccurred())
-		return p
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		path := filepath.Join(dir, name)
+		g.Expect(os.WriteFile(path, data, 0o600)).To(Succeed())
+		return path
 	}
+	certPEM, keyPEM, err := ca.Issue(certs.LeafSpec{CommonName: "localhost", SANs: []string{"localhost"}, Usage: certs.UsageServing}, now)
+	g.Expect(err).NotTo(HaveOccurred())
+	serving, err := tlsfiles.NewKeyPair(write("tls.crt", certPEM), write("tls.key", keyPEM))
+	g.Expect(err).NotTo(HaveOccurred())
+	clientCAs, err := tlsfiles.NewPool(write("ca.crt", ca.CertPEM))
+	g.Expect(err).NotTo(HaveOccurred())
+	certPEM, keyPEM, err = ca.Issue(certs.LeafSpec{CommonName: "caller", Usage: certs.UsageClient}, now)
+	g.Expect(err).NotTo(HaveOccurred())
+	caller, err := tls.X509KeyPair(certPEM, keyPEM)
+	g.Expect(err).NotTo(HaveOccurred())
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
-	return tlsFixture{
-		serving: pair(certs.LeafSpec{CommonName: "localhost", SANs: []string{"localhost"}, Usage: certs.UsageServing}),
-		caller:  pair(certs.LeafSpec{CommonName: "caller", Usage: certs.UsageClient}),
-		roots:   roots,
-	}
+	return tlsFixture{caller: caller, roots: roots, serving: serving, clientCAs: clientCAs}
 }
 
 // serve runs an http.Server as Run builds it (servingTLSConfig, ServeTLS)
@@ -66,7 +78,7 @@ func serve(t *testing.T, f tlsFixture, profile func() tlsprofile.Profile) string
 				http.Error(w, "no caller certificate", http.StatusForbidden)
 			}
 		}),
-		TLSConfig:         servingTLSConfig(f.serving, f.roots, profile),
+		TLSConfig:         servingTLSConfig(t.Context(), f.serving, f.clientCAs, profile),
 		ReadHeaderTimeout: 5 * time.Second,
 		// Refused handshakes are what the tests provoke.
 		ErrorLog: log.New(io.Discard, "", 0),

@@ -28,7 +28,6 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
-	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/internal/command"
 	"open-cluster-management.io/cluster-proxy/internal/httpserve"
 	"open-cluster-management.io/cluster-proxy/internal/kubeconfig"
@@ -56,16 +55,17 @@ type Options struct {
 	// Host and Port locate the proxy-server's frontend (konnectivity gRPC).
 	Host string
 	Port int
-	// ProxyCACert verifies the proxy-server; ProxyCert and ProxyKey are the
-	// proxy-client certificate, presented to the proxy-server and to the
-	// service-proxies (re-read at each handshake, so a renewal needs no
-	// restart).
+	// ProxyCACert is the CA bundle that verifies the proxy-server;
+	// ProxyCert and ProxyKey are the proxy-client certificate, presented to
+	// the proxy-server and to the service-proxies. Like the other
+	// certificate and CA files, they are re-read when they change, so a
+	// renewal or a CA rotation needs no restart.
 	ProxyCACert, ProxyCert, ProxyKey string
 	// ServerCert and ServerKey are the user-server's serving certificate;
 	// ServerPort its HTTPS port.
 	ServerCert, ServerKey string
 	ServerPort            int
-	// ServiceProxyCACert verifies the service-proxies.
+	// ServiceProxyCACert is the CA bundle that verifies the service-proxies.
 	ServiceProxyCACert string
 	// ExposedServicesConfigMap names the allowlist ConfigMap in
 	// PodNamespace.
@@ -101,13 +101,13 @@ func NewOptions() *Options {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Host, "host", o.Host, "Host of the proxy-servers' frontend (konnectivity gRPC), e.g. proxy-entrypoint.<namespace>.svc.")
 	fs.IntVar(&o.Port, "port", o.Port, "Port of the proxy-servers' frontend.")
-	fs.StringVar(&o.ProxyCACert, "proxy-ca-cert", o.ProxyCACert, "CA certificate that verifies the proxy-servers.")
-	fs.StringVar(&o.ProxyCert, "proxy-cert", o.ProxyCert, "Client certificate (proxy-client) presented to the proxy-servers and the service-proxies; re-read at each handshake.")
+	fs.StringVar(&o.ProxyCACert, "proxy-ca-cert", o.ProxyCACert, "CA bundle that verifies the proxy-servers; re-read when it changes.")
+	fs.StringVar(&o.ProxyCert, "proxy-cert", o.ProxyCert, "Client certificate (proxy-client) presented to the proxy-servers and the service-proxies; re-read when it changes.")
 	fs.StringVar(&o.ProxyKey, "proxy-key", o.ProxyKey, "Key of --proxy-cert.")
-	fs.StringVar(&o.ServerCert, "server-cert", o.ServerCert, "Serving certificate of the user-server.")
+	fs.StringVar(&o.ServerCert, "server-cert", o.ServerCert, "Serving certificate of the user-server; re-read when it changes.")
 	fs.StringVar(&o.ServerKey, "server-key", o.ServerKey, "Serving key of the user-server.")
 	fs.IntVar(&o.ServerPort, "server-port", o.ServerPort, "HTTPS port of the user-server.")
-	fs.StringVar(&o.ServiceProxyCACert, "service-proxy-ca-cert", o.ServiceProxyCACert, "CA certificate that verifies the managed clusters' service-proxies.")
+	fs.StringVar(&o.ServiceProxyCACert, "service-proxy-ca-cert", o.ServiceProxyCACert, "CA bundle that verifies the managed clusters' service-proxies; re-read when it changes.")
 	fs.StringVar(&o.ExposedServicesConfigMap, "exposed-services-configmap", o.ExposedServicesConfigMap, "ConfigMap in $POD_NAMESPACE listing the Services the user-server exposes (default deny).")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "Address of /healthz and /readyz.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of /metrics (Prometheus, plain HTTP); 0 disables it.")
@@ -219,53 +219,29 @@ func Run(ctx context.Context, o *Options) error {
 		return err
 	}
 
-	proxyCA, err := certs.LoadCertPool(o.ProxyCACert)
+	material, err := loadTLS(o)
 	if err != nil {
-		return fmt.Errorf("failed to load --proxy-ca-cert: %w", err)
-	}
-	serviceProxyCA, err := certs.LoadCertPool(o.ServiceProxyCACert)
-	if err != nil {
-		return fmt.Errorf("failed to load --service-proxy-ca-cert: %w", err)
-	}
-	clientCert := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		cert, err := tls.LoadX509KeyPair(o.ProxyCert, o.ProxyKey)
-		if err != nil {
-			return nil, fmt.Errorf("failed to load --proxy-cert %s and --proxy-key %s: %w", o.ProxyCert, o.ProxyKey, err)
-		}
-		return &cert, nil
-	}
-	if _, err := clientCert(nil); err != nil {
 		return err
 	}
-	dialer, err := client.NewDialer(net.JoinHostPort(o.Host, strconv.Itoa(o.Port)), &tls.Config{
-		MinVersion: tls.VersionTLS12, RootCAs: proxyCA, ServerName: o.Host, GetClientCertificate: clientCert,
-	})
+	dialer, err := client.NewDialer(net.JoinHostPort(o.Host, strconv.Itoa(o.Port)), material.proxyServerConfig(bgCtx, o.Host))
 	if err != nil {
 		return err
 	}
 	defer func() { _ = dialer.Close() }()
-	transport := serviceProxyTransport(dialer.DialContext, &tls.Config{
-		MinVersion: tls.VersionTLS12, RootCAs: serviceProxyCA, GetClientCertificate: clientCert,
-	})
+	transport := serviceProxyTransport(dialer.DialContext, material.serviceProxyConfig(bgCtx))
 	defer transport.CloseIdleConnections()
 
-	serving, err := tls.LoadX509KeyPair(o.ServerCert, o.ServerKey)
-	if err != nil {
-		return fmt.Errorf("failed to load --server-cert %s and --server-key %s: %w", o.ServerCert, o.ServerKey, err)
-	}
 	log := klog.FromContext(ctx)
 	handler := &Server{Transport: transport, Allowlist: allowlist.Allowlist, Metrics: NewMetrics()}
 	server := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handler.ServeHTTP(w, r.WithContext(klog.NewContext(r.Context(), log)))
 		}),
-		// The OCM TLS profile (ocm-tls-profile in the pod namespace)
-		// applies to each new handshake, without a restart.
-		TLSConfig: tlsprofile.ServerConfig(&tls.Config{
-			MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{serving},
-			// HTTP/1.1 only, for the upgrades.
-			NextProtos: []string{"http/1.1"},
-		}, tlsprofile.Start(bgCtx, ctx, kubeClient, o.PodNamespace, tlsProfileReadTimeout)),
+		// The OCM TLS profile (ocm-tls-profile in the pod namespace) and
+		// the serving certificate's files apply to each new handshake,
+		// without a restart.
+		TLSConfig: tlsprofile.ServerConfig(material.servingConfig(bgCtx),
+			tlsprofile.Start(bgCtx, ctx, kubeClient, o.PodNamespace, tlsProfileReadTimeout)),
 		ReadHeaderTimeout: 32 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 	}
