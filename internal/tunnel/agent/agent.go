@@ -79,6 +79,17 @@ type Options struct {
 	// Dial connects to backends; nil dials with net.Dialer. Agent
 	// simulators set it to serve many clusters' backends in one process.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Certificate, optional, identifies the client certificate the agent
+	// presents now (its serial, say). When it changes (a renewal, a CA
+	// rotation), each server connection made with an older one is
+	// replaced: the agent connects again with the new certificate, sends
+	// DRAIN on the old connection (the server sends no new dials there)
+	// and closes it once its connections are closed, or after
+	// RetireTimeout. nil keeps connections until they fail.
+	Certificate func() string
+	// RetireTimeout bounds how long a replaced connection is kept for the
+	// connections it still carries.
+	RetireTimeout time.Duration
 }
 
 // Validate reports every invalid option.
@@ -92,6 +103,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Credentials == nil {
 		errs = append(errs, errors.New("no credentials for the proxy-servers"))
+	}
+	if o.Certificate != nil && o.RetireTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("the retire timeout %s must be positive", o.RetireTimeout))
 	}
 	for name, d := range map[string]time.Duration{"--sync-interval": o.SyncInterval, "--sync-interval-cap": o.SyncIntervalCap,
 		"--probe-interval": o.ProbeInterval, "--keepalive-time": o.KeepaliveTime, "the backend dial timeout": o.DialTimeout} {
@@ -153,6 +167,7 @@ func (a *Agent) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	wait := a.opts.SyncInterval
 	for {
+		a.retireStale(ctx)
 		if a.needServers() {
 			if err := a.connectOnce(ctx); err != nil {
 				if ctx.Err() != nil {
@@ -209,9 +224,39 @@ func (a *Agent) Drain(ctx context.Context) {
 	}
 }
 
+// retireStale replaces the server connections made with another client
+// certificate than the current one: they leave the agent's set, so it
+// connects again, and are drained and closed in the background.
+func (a *Agent) retireStale(ctx context.Context) {
+	if a.opts.Certificate == nil {
+		return
+	}
+	current := a.opts.Certificate()
+	var stale []*serverConn
+	a.mu.Lock()
+	for id, sc := range a.servers {
+		if sc.cert != current {
+			stale = append(stale, sc)
+			delete(a.servers, id)
+		}
+	}
+	a.mu.Unlock()
+	for _, sc := range stale {
+		klog.FromContext(ctx).Info("The client certificate changed: replacing the connection to a proxy-server",
+			"serverID", sc.id, "old", sc.cert, "new", current)
+		go sc.retire(ctx, a.opts.RetireTimeout)
+	}
+}
+
 // connectOnce opens one stream to the server address and keeps it when it
 // reaches a server not yet held.
 func (a *Agent) connectOnce(ctx context.Context) error {
+	var cert string
+	if a.opts.Certificate != nil {
+		// Read before the handshake: a change during it is seen as a change
+		// by the next retireStale, at worst one replacement too many.
+		cert = a.opts.Certificate()
+	}
 	conn, err := grpc.NewClient(a.opts.ServerAddress,
 		grpc.WithTransportCredentials(a.opts.Credentials),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: a.opts.KeepaliveTime, PermitWithoutStream: true}))
@@ -248,7 +293,7 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 			count = n
 		}
 	}
-	sc := &serverConn{agent: a, id: ids[0], conn: conn, stream: stream, cancel: cancel, credit: credit.Offered(md),
+	sc := &serverConn{agent: a, id: ids[0], cert: cert, conn: conn, stream: stream, cancel: cancel, credit: credit.Offered(md),
 		conns: map[int64]*endpoint{}, dials: map[int64]context.CancelFunc{}}
 	a.mu.Lock()
 	a.serverCount = count
@@ -291,8 +336,10 @@ func headerWithin(stream agentproto.AgentService_ConnectClient, timeout time.Dur
 // serverConn is the stream to one proxy-server and the connections it
 // carries.
 type serverConn struct {
-	agent  *Agent
-	id     string
+	agent *Agent
+	id    string
+	// cert is the Options.Certificate the connection was made with.
+	cert   string
 	conn   *grpc.ClientConn
 	stream agentproto.AgentService_ConnectClient
 	cancel context.CancelFunc
@@ -339,6 +386,37 @@ func (sc *serverConn) close() {
 		delete(a.servers, sc.id)
 	}
 	a.mu.Unlock()
+}
+
+// retire drains the connection (the server sends no new dials on it) and
+// closes it once it carries no connection and no dial, or after timeout.
+func (sc *serverConn) retire(ctx context.Context, timeout time.Duration) {
+	logger := klog.FromContext(ctx).WithValues("serverID", sc.id)
+	if err := sc.send(drainPacket()); err != nil {
+		logger.V(2).Info("Failed to send DRAIN on a replaced connection", "err", err.Error())
+	}
+	deadline := time.After(timeout)
+	ticker := time.NewTicker(retirePoll)
+	defer ticker.Stop()
+	for {
+		sc.mu.Lock()
+		idle, closed := len(sc.conns) == 0 && len(sc.dials) == 0, sc.closed
+		open := len(sc.conns)
+		sc.mu.Unlock()
+		if idle || closed {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-deadline:
+			logger.Info("Closing a replaced connection to a proxy-server that still carries connections", "connections", open, "after", timeout)
+		case <-ticker.C:
+			continue
+		}
+		break
+	}
+	sc.close()
+	logger.V(2).Info("Closed a replaced connection to a proxy-server")
 }
 
 // probe closes the stream when its connection has failed.
@@ -511,6 +589,9 @@ func (sc *serverConn) remove(id int64) *endpoint {
 	delete(sc.conns, id)
 	return ep
 }
+
+// retirePoll is how often a replaced connection is checked for idleness.
+const retirePoll = time.Second
 
 func drainPacket() *client.Packet {
 	return &client.Packet{Type: client.PacketType_DRAIN, Payload: &client.Packet_Drain{Drain: &client.Drain{}}}

@@ -338,3 +338,67 @@ func (r *relay) cut() {
 	}
 	r.conns = nil
 }
+
+// TestAgentReplacesItsConnectionWhenItsCertificateChanges: a renewed
+// certificate (a CA rotation's) gets a new connection at once, the old one
+// is drained and keeps what it carries until that closes, and the server
+// counts only the new one for the cluster.
+func TestAgentReplacesItsConnectionWhenItsCertificateChanges(t *testing.T) {
+	checkNoLeaks(t)
+	g := NewWithT(t)
+	pki := newPKI(t)
+	h := startOurServer(t, pki, "s", 1, nil)
+	echo, err := framework.StartEchoServer()
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(echo.Close)
+	certFile, keyFile, err := pki.AgentCert("cluster1")
+	g.Expect(err).NotTo(HaveOccurred())
+	dir := t.TempDir()
+	cert, key := dir+"/tls.crt", dir+"/tls.key"
+	copyFile(t, certFile, cert)
+	copyFile(t, keyFile, key)
+	startAgentWith(t, h.AgentAddr, cert, key, pki.CAFile, "ipv4=127.0.0.1")
+	g.Eventually(h.ours.Agents).WithTimeout(10 * time.Second).Should(Equal(1))
+	firstSerial := h.ours.Clusters()[0].Certificate.Serial
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	open, err := h.Dial(ctx, echo.Addr())
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = open.Close() }()
+	echoOnce := func(conn net.Conn, msg string) {
+		t.Helper()
+		_, err := conn.Write([]byte(msg))
+		g.Expect(err).NotTo(HaveOccurred())
+		buf := make([]byte, len(msg))
+		_, err = io.ReadFull(conn, buf)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(string(buf)).To(Equal(msg))
+	}
+	echoOnce(open, "before the renewal")
+
+	renewedCert, renewedKey, err := pki.AgentCert("cluster1")
+	g.Expect(err).NotTo(HaveOccurred())
+	copyFile(t, renewedKey, key)
+	copyFile(t, renewedCert, cert)
+
+	// The new connection comes while the old one still carries the open
+	// connection: two streams, the cluster counted once, with the new
+	// certificate.
+	g.Eventually(h.ours.Agents).WithTimeout(10*time.Second).Should(Equal(2), "a new connection with the renewed certificate")
+	g.Eventually(func(g Gomega) {
+		clusters := h.ours.Clusters()
+		g.Expect(clusters).To(HaveLen(1))
+		g.Expect(clusters[0].Agents).To(Equal(1), "the draining connection is not counted")
+		g.Expect(clusters[0].Certificate.Serial).NotTo(Equal(firstSerial))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	echoOnce(open, "carried on by the drained connection")
+	// New dials go to the new connection (the old one is draining), and
+	// work.
+	g.Expect(framework.EchoConcurrently(ctx, h.Dial, echo.Addr(), 5, 64<<10)).To(Succeed())
+	g.Expect(h.ours.Agents()).To(Equal(2), "the old connection waits for the open one")
+
+	g.Expect(open.Close()).To(Succeed())
+	g.Eventually(h.ours.Agents).WithTimeout(10*time.Second).Should(Equal(1), "the drained connection closes once idle")
+	g.Expect(framework.EchoConcurrently(ctx, h.Dial, echo.Addr(), 5, 64<<10)).To(Succeed())
+}

@@ -20,6 +20,11 @@ import (
 // drainPoll is how often a draining agent checks whether it is idle.
 const drainPoll = 500 * time.Millisecond
 
+// DefaultRetireTimeout is how long a connection replaced after a
+// certificate change keeps carrying the connections it had (long watches,
+// exec sessions) before it is closed.
+const DefaultRetireTimeout = time.Hour
+
 // RunConfig is a proxy-agent's whole configuration: the validated flags.
 type RunConfig struct {
 	// Options configure the Agent; its Credentials come from the files
@@ -47,6 +52,14 @@ func Run(ctx context.Context, stop <-chan struct{}, c RunConfig) error {
 		return err
 	}
 	c.Options.Credentials = credentials.NewTLS(creds.Config())
+	if creds.cert != nil && c.Options.Certificate == nil {
+		// A renewed certificate (a CA rotation's above all) replaces the
+		// connections made with the old one, without cutting what they carry.
+		c.Options.Certificate = creds.CertificateSerial
+		if c.Options.RetireTimeout == 0 {
+			c.Options.RetireTimeout = DefaultRetireTimeout
+		}
+	}
 	a, err := New(c.Options)
 	if err != nil {
 		return err
@@ -136,6 +149,19 @@ func NewReloadingClientTLS(certFile, keyFile, caFile, serverName string, alpn []
 		}
 	}
 	return r, nil
+}
+
+// CertificateSerial returns the serial number (hexadecimal) of the client
+// certificate as the files hold it now; "" without one.
+func (r *ReloadingClientTLS) CertificateSerial() string {
+	if r.cert == nil {
+		return ""
+	}
+	cert, _ := r.cert.Get()
+	if cert == nil || cert.Leaf == nil {
+		return ""
+	}
+	return cert.Leaf.SerialNumber.Text(16)
 }
 
 // Config returns the client configuration. With a CA file, the server's

@@ -20,12 +20,13 @@ type ClusterState struct {
 	// "" gathers agents whose certificate names none (only possible
 	// without the command's identity checks).
 	Cluster string
-	// Agents is the number of agent streams connected.
+	// Agents is the number of agent streams connected that take new dials
+	// (draining ones are left out: they are going away).
 	Agents int
 	// Connections is the number of open tunnelled connections to them.
 	Connections int
-	// Certificate describes the agent certificate that expires first;
-	// zero when no agent presented one.
+	// Certificate describes the certificate that expires first among the
+	// agents counted in Agents; zero when none presented one.
 	Certificate CertificateState
 }
 
@@ -69,6 +70,11 @@ func (s *Server) Clusters() []ClusterState {
 		if st == nil {
 			st = &ClusterState{Cluster: b.stats.name, Connections: b.stats.conns}
 			byName[b.stats.name] = st
+		}
+		if b.draining.Load() {
+			// Going away (shutting down, or replaced by a connection with a
+			// renewed certificate): it takes no new dials.
+			continue
 		}
 		st.Agents++
 		if e := earliest[b.stats.name]; b.cert != nil && (e == nil || b.cert.NotAfter.Before(e.NotAfter)) {
