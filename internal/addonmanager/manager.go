@@ -161,6 +161,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o *Options) (ctrl.Manager
 	rotation := &carotation.Controller{
 		Store: ca, Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
 		ServiceProxyCertSecret: client.ObjectKey{Namespace: o.SignerSecretNamespace, Name: proxyv1alpha1.ServiceProxyCertSecretName},
+		CertificateSecrets:     certificateSecrets,
 	}
 	if err := mgr.Add(manager.RunnableFunc(rotation.Start)); err != nil {
 		return nil, fmt.Errorf("failed to add the CA rotation controller: %w", err)
@@ -208,6 +209,16 @@ func addClusterProfiles(mgr ctrl.Manager, cfg *rest.Config) error {
 		return fmt.Errorf("failed to set up the ClusterProfile reconciler: %w", err)
 	}
 	return nil
+}
+
+// certificateSecrets are the certificate Secrets of mpc
+// (proxyconfig.CertificateSecrets) as object keys.
+func certificateSecrets(mpc *proxyv1alpha1.ManagedProxyConfiguration) []client.ObjectKey {
+	var keys []client.ObjectKey
+	for _, cs := range proxyconfig.CertificateSecrets(mpc) {
+		keys = append(keys, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Name})
+	}
+	return keys
 }
 
 // trustedSigners are the signer organizational units of the CAs the

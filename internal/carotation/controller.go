@@ -36,6 +36,7 @@ import (
 
 	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
+	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
 
 // Defaults of the Controller.
@@ -80,6 +81,9 @@ type Controller struct {
 	Clock clock.PassiveClock
 	// Interval and Settle: 0 means DefaultInterval, DefaultSettle.
 	Interval, Settle time.Duration
+	// CertificateSecrets lists the certificate Secrets the manager writes
+	// for a ManagedProxyConfiguration (proxyconfig.CertificateSecrets).
+	CertificateSecrets func(*proxyv1alpha1.ManagedProxyConfiguration) []client.ObjectKey
 	// ServiceProxyCertSecret, when set, is the hub Secret of the
 	// service-proxy certificate (namespace/name), which must be reissued by
 	// the new CA before the old one goes.
@@ -103,6 +107,9 @@ func (c *Controller) Validate() error {
 	}
 	if c.Clock == nil {
 		errs = append(errs, errors.New("a Clock is required"))
+	}
+	if c.CertificateSecrets == nil {
+		errs = append(errs, errors.New("a CertificateSecrets function is required"))
 	}
 	if c.Interval < 0 || c.Settle < 0 {
 		errs = append(errs, fmt.Errorf("the Interval (%s) and Settle (%s) must not be negative", c.Interval, c.Settle))
@@ -202,6 +209,7 @@ func (c *Controller) advance(ctx context.Context, a *signer.Authority) error {
 	if phase == "" {
 		phase = "done: the previous CA is no longer trusted"
 	}
-	klog.FromContext(ctx).Info("CA rotation moved on", "from", a.Phase, "to", phase)
+	klog.FromContext(ctx).Info("CA rotation moved on", "from", a.Phase, "to", phase,
+		"signingSerial", next.Signing.Cert.SerialNumber.Text(16), "trusted", len(next.Trusted()))
 	return nil
 }

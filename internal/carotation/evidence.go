@@ -21,7 +21,6 @@ import (
 	"open-cluster-management.io/cluster-proxy/internal/certs"
 	"open-cluster-management.io/cluster-proxy/internal/healthreport"
 	"open-cluster-management.io/cluster-proxy/internal/identity"
-	"open-cluster-management.io/cluster-proxy/internal/proxyconfig"
 	"open-cluster-management.io/cluster-proxy/internal/signer"
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 )
@@ -143,9 +142,7 @@ func (c *Controller) check(ctx context.Context, a *signer.Authority,
 		mpc := &mpcs.Items[i]
 		ns := mpc.Spec.ProxyServer.Namespace
 		keys := []client.ObjectKey{{Namespace: ns, Name: proxyv1alpha1.CASecretName}}
-		for _, cs := range proxyconfig.CertificateSecrets(mpc) {
-			keys = append(keys, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Name})
-		}
+		keys = append(keys, c.CertificateSecrets(mpc)...)
 		for i, key := range keys {
 			s := &corev1.Secret{}
 			if err := c.Client.Get(ctx, key, s); err != nil {

@@ -153,11 +153,6 @@ func (s *Store) Advance(ctx context.Context, from Phase) (*Authority, error) {
 	if err := s.Client.Patch(ctx, secret, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return nil, fmt.Errorf("failed to move CA secret %s/%s from rotation phase %q to %q: %w", s.Namespace, s.Name, from, next.Phase, err)
 	}
-	klog.FromContext(ctx).Info("CA rotation moved on", "secret", klog.KObj(secret), "from", from, "to", next.Phase,
-		"signing", identityOf(next.Signing.Cert))
 	s.loaded.Store(next.Signing.Cert)
 	return next, nil
 }
-
-// identityOf names a CA certificate in logs: its serial number.
-func identityOf(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }

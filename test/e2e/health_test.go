@@ -184,6 +184,11 @@ var _ = Describe("Addon health on the local environment", Ordered, Label("health
 		expectConditions(ctx, "cluster2", metav1.ConditionFalse, addonhealth.ReasonDisconnected,
 			metav1.ConditionTrue, addonhealth.ReasonDisconnected, "the proxy-agent of cluster2 is connected to none of the 3 proxy-servers")
 		GinkgoWriter.Printf("cluster2's addon left Available %v after its agents were cut off\n", time.Since(cut).Round(time.Second))
+		for _, c := range localenv.ManagedClusters {
+			a, d, err := addonConditions(ctx, c)
+			Expect(err).NotTo(HaveOccurred())
+			GinkgoWriter.Printf("%s: Available %s (%s); Degraded %s (%s): %s\n", c, a.Status, a.Reason, d.Status, d.Reason, d.Message)
+		}
 		expectEvent(ctx, "cluster1", addonhealth.ReasonPartiallyConnected)
 		expectEvent(ctx, "cluster2", addonhealth.ReasonDisconnected)
 		Expect(hubKube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: proxyServerSelector})).

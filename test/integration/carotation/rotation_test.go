@@ -66,7 +66,14 @@ func newWorld(ctx context.Context) *world {
 	}
 	w.store = &signer.Store{Client: k8sClient, Namespace: signerNamespace, Name: "cluster-proxy-signer", Clock: w.clock}
 	w.ctrl = &carotation.Controller{Store: w.store, Client: k8sClient, APIReader: k8sClient, Clock: w.clock, Settle: settle,
-		ServiceProxyCertSecret: client.ObjectKey{Namespace: signerNamespace, Name: proxyv1alpha1.ServiceProxyCertSecretName}}
+		ServiceProxyCertSecret: client.ObjectKey{Namespace: signerNamespace, Name: proxyv1alpha1.ServiceProxyCertSecretName},
+		CertificateSecrets: func(mpc *proxyv1alpha1.ManagedProxyConfiguration) []client.ObjectKey {
+			var keys []client.ObjectKey
+			for _, cs := range proxyconfig.CertificateSecrets(mpc) {
+				keys = append(keys, client.ObjectKey{Namespace: cs.Namespace, Name: cs.Name})
+			}
+			return keys
+		}}
 	Expect(w.ctrl.Validate()).To(Succeed())
 
 	w.mpc = &proxyv1alpha1.ManagedProxyConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "cluster-proxy"}}
