@@ -222,19 +222,24 @@ func certificateSecrets(mpc *proxyv1alpha1.ManagedProxyConfiguration) []client.O
 }
 
 // trustedSigners are the signer organizational units of the CAs the
-// proxy-servers trust agent certificates from: the cluster-proxy CA's, as
-// last loaded (the ManagedProxyConfiguration reconciler loads it first).
+// proxy-servers trust agent certificates from: the CA bundle as last read
+// (the ManagedProxyConfiguration reconciler and the agent addon read it on
+// every reconcile), both CAs during a rotation.
 func trustedSigners(ca *signer.Store) func(context.Context) ([]string, error) {
 	return func(ctx context.Context) ([]string, error) {
-		cert := ca.Certificate()
-		if cert == nil {
-			loaded, err := ca.LoadOrCreate(ctx)
+		trusted := ca.Trusted()
+		if trusted == nil {
+			a, err := ca.Authority(ctx)
 			if err != nil {
 				return nil, err
 			}
-			cert = loaded.Cert
+			trusted = a.Trusted()
 		}
-		return []string{identity.SignerOU(cert)}, nil
+		ous := make([]string, 0, len(trusted))
+		for _, c := range trusted {
+			ous = append(ous, identity.SignerOU(c))
+		}
+		return ous, nil
 	}
 }
 

@@ -541,7 +541,7 @@ func TestAgentChart(t *testing.T) {
 				g.Expect(np.Namespace).To(Equal(chartTestNamespace))
 				g.Expect(np.Spec.PodSelector.MatchLabels).To(Equal(r.deployment().Spec.Selector.MatchLabels))
 				g.Expect(np.Spec.PolicyTypes).To(ConsistOf(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress))
-				g.Expect(chartPorts(np.Spec.Ingress[0].Ports)).To(ConsistOf("TCP/8000", "TCP/7443"))
+				g.Expect(chartPorts(np.Spec.Ingress[0].Ports)).To(ConsistOf("TCP/8000", "TCP/7443", "TCP/8001", "TCP/8093"), "health, HTTPS and metrics")
 				var egress []string
 				for _, rule := range np.Spec.Egress {
 					g.Expect(rule.To).To(BeEmpty())

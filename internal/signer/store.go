@@ -41,11 +41,23 @@ type Store struct {
 
 	// loaded is the CA certificate last loaded or created (metrics).
 	loaded atomic.Pointer[x509.Certificate]
+	// trusted is what Authority or Advance last returned as trusted.
+	trusted atomic.Pointer[[]*x509.Certificate]
 }
 
 // Certificate returns the CA certificate LoadOrCreate last returned, or nil
 // before it returned one.
 func (s *Store) Certificate() *x509.Certificate { return s.loaded.Load() }
+
+// Trusted returns the CA certificates trusted as of the last Authority or
+// Advance (the signing one and, during a rotation, the other one), or nil
+// before either returned.
+func (s *Store) Trusted() []*x509.Certificate {
+	if t := s.trusted.Load(); t != nil {
+		return *t
+	}
+	return nil
+}
 
 // LoadOrCreate returns the CA stored in the Secret, creating a new
 // self-signed CA (certs.NewCA) and the Secret when it does not exist. When
@@ -121,6 +133,8 @@ func (s *Store) Authority(ctx context.Context) (*Authority, error) {
 		return nil, err
 	}
 	s.loaded.Store(a.Signing.Cert)
+	trusted := a.Trusted()
+	s.trusted.Store(&trusted)
 	return a, nil
 }
 
@@ -154,5 +168,7 @@ func (s *Store) Advance(ctx context.Context, from Phase) (*Authority, error) {
 		return nil, fmt.Errorf("failed to move CA secret %s/%s from rotation phase %q to %q: %w", s.Namespace, s.Name, from, next.Phase, err)
 	}
 	s.loaded.Store(next.Signing.Cert)
+	trusted := next.Trusted()
+	s.trusted.Store(&trusted)
 	return next, nil
 }

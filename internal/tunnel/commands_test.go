@@ -39,7 +39,10 @@ func serverOptions(t *testing.T, args ...string) *ServerOptions {
 	return o
 }
 
-func TestServerOptionsRefuseWhatOurServerDoesNotDo(t *testing.T) {
+// validServerArgs are the arguments the addon gives a proxy-server, for a
+// new PKI and free ports.
+func validServerArgs(t *testing.T) []string {
+	t.Helper()
 	pki, err := framework.NewTunnelPKI(t.TempDir(), "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +51,11 @@ func TestServerOptionsRefuseWhatOurServerDoesNotDo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	valid := framework.ProxyServerArgs(pki, ports, "s1", 1)
+	return framework.ProxyServerArgs(pki, ports, "s1", 1)
+}
+
+func TestServerOptionsRefuseWhatOurServerDoesNotDo(t *testing.T) {
+	valid := validServerArgs(t)
 	tests := []struct {
 		name    string
 		args    []string
@@ -77,15 +84,7 @@ func TestServerOptionsRefuseWhatOurServerDoesNotDo(t *testing.T) {
 }
 
 func TestServerOptionsHealthReportNeedsThePod(t *testing.T) {
-	pki, err := framework.NewTunnelPKI(t.TempDir(), "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports, err := framework.FreeProxyServerPorts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	valid := framework.ProxyServerArgs(pki, ports, "s1", 1)
+	valid := validServerArgs(t)
 	tests := []struct {
 		name    string
 		args    []string

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,7 +24,6 @@ import (
 	proxyv1alpha1 "open-cluster-management.io/cluster-proxy/pkg/apis/proxy/v1alpha1"
 	"open-cluster-management.io/cluster-proxy/pkg/client"
 	"open-cluster-management.io/cluster-proxy/test/localenv"
-	"open-cluster-management.io/cluster-proxy/test/localenv/netns"
 )
 
 // signerSecretName is the chart's CA Secret, in the release namespace.
@@ -44,7 +42,7 @@ type reloadingHubTLS struct {
 	cfg *tls.Config
 }
 
-func newReloadingHubTLS(ctx context.Context) (*reloadingHubTLS, *tls.Config) {
+func newReloadingHubTLS(ctx context.Context) *tls.Config {
 	GinkgoHelper()
 	r := &reloadingHubTLS{}
 	load := func() error {
@@ -93,7 +91,7 @@ func newReloadingHubTLS(ctx context.Context) (*reloadingHubTLS, *tls.Config) {
 			return err
 		},
 	}
-	return r, cfg
+	return cfg
 }
 
 // podIdentities returns "<namespace>/<name>" -> "<uid>/<restarts>" of the
@@ -160,14 +158,7 @@ var _ = Describe("CA rotation on the local environment", Ordered, Label("carotat
 		}
 
 		By("sending a steady stream of tunnelled requests to both clusters through a pooled Dialer that follows the Secrets")
-		_, tlsCfg := newReloadingHubTLS(ctx)
-		hubNetns := env.Clusters[localenv.HubName].Netns
-		d, err := client.NewDialer(net.JoinHostPort(localenv.HubUplinkIP, "8090"), tlsCfg,
-			client.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-				return netns.DialContext(ctx, hubNetns, addr)
-			}))
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(d.Close)
+		d := hubDialerWith(newReloadingHubTLS(ctx))
 		var requests atomic.Int64
 		var failuresMu sync.Mutex
 		var failures []string

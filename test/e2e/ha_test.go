@@ -105,15 +105,22 @@ func everyAgentOnEveryServer(ctx context.Context, namespace string, n int) {
 	}).WithContext(ctx).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "%d proxy-servers, each holding every agent", n)
 }
 
+// backToOneServer scales the proxy-servers back to the one the local
+// environment runs and waits until both clusters' tunnels work.
+func backToOneServer(ctx context.Context, namespace string) {
+	GinkgoHelper()
+	setReplicas(ctx, 1)
+	everyAgentOnEveryServer(ctx, namespace, 1)
+	Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed())
+}
+
 var _ = Describe("Proxy-server HA on the local environment", Ordered, Label("ha"), func() {
 	var namespace string
 
 	BeforeAll(func(ctx SpecContext) {
 		namespace = proxyServerNamespace(ctx)
 		DeferCleanup(func(ctx SpecContext) {
-			setReplicas(ctx, 1)
-			everyAgentOnEveryServer(ctx, namespace, 1)
-			Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed())
+			backToOneServer(ctx, namespace)
 			// The user-server's pooled tunnel may still point at a
 			// proxy-server this spec scaled away: its next dial fails, the
 			// Dialer retries on a new connection, and for a few seconds the

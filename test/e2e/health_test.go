@@ -103,11 +103,7 @@ var _ = Describe("Addon health on the local environment", Ordered, Label("health
 
 	BeforeAll(func(ctx SpecContext) {
 		namespace = proxyServerNamespace(ctx)
-		DeferCleanup(func(ctx SpecContext) {
-			setReplicas(ctx, 1)
-			everyAgentOnEveryServer(ctx, namespace, 1)
-			Expect(localenv.WaitTunnels(ctx, env, GinkgoWriter)).To(Succeed())
-		})
+		DeferCleanup(backToOneServer, namespace)
 	})
 
 	It("tells a healthy addon, one short of a proxy-server (Degraded, still Available) and one whose agent is cut off (not Available), naming the tunnel, and recovers", func(ctx SpecContext) {

@@ -10,6 +10,7 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"os"
 	"path/filepath"
@@ -111,6 +112,12 @@ func hubDialer(ctx context.Context) *client.Dialer {
 	GinkgoHelper()
 	tlsCfg, err := client.TLSConfigForHub(ctx, hubCfg, localenv.MPCName)
 	Expect(err).NotTo(HaveOccurred())
+	return hubDialerWith(tlsCfg)
+}
+
+// hubDialerWith is hubDialer with the TLS configuration tlsCfg.
+func hubDialerWith(tlsCfg *tls.Config) *client.Dialer {
+	GinkgoHelper()
 	hubNetns := env.Clusters[localenv.HubName].Netns
 	d, err := client.NewDialer(net.JoinHostPort(localenv.HubUplinkIP, "8090"), tlsCfg,
 		client.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {

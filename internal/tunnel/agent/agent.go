@@ -184,7 +184,7 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(wait):
+		case <-time.After(jittered(wait)):
 			continue
 		}
 		break
@@ -198,6 +198,13 @@ func (a *Agent) Run(ctx context.Context) {
 	for _, sc := range servers {
 		sc.close()
 	}
+}
+
+// jittered spreads a wait over ±20%, at the cap too: agents whose waits
+// were equal would otherwise keep their turns in step, and behind a
+// round-robin balancer each would only ever reach every other server.
+func jittered(wait time.Duration) time.Duration {
+	return time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))
 }
 
 // needServers reports whether another server connection is wanted.

@@ -402,3 +402,27 @@ func TestAgentReplacesItsConnectionWhenItsCertificateChanges(t *testing.T) {
 	g.Eventually(h.ours.Agents).WithTimeout(10*time.Second).Should(Equal(1), "the drained connection closes once idle")
 	g.Expect(framework.EchoConcurrently(ctx, h.Dial, echo.Addr(), 5, 64<<10)).To(Succeed())
 }
+
+// TestAgentsBehindARoundRobinBalancerReachEveryServer: two agents retrying
+// at the same capped interval through one round-robin balancer each reach
+// all four servers (their waits are jittered, so their turns do not stay
+// in step, each seeing only every other server).
+func TestAgentsBehindARoundRobinBalancerReachEveryServer(t *testing.T) {
+	checkNoLeaks(t)
+	g := NewWithT(t)
+	pki := newPKI(t)
+	var hubs []*hub
+	var addrs []string
+	for _, id := range []string{"a", "b", "c", "d"} {
+		h := startOurServer(t, pki, id, 4, tunnel.AuthorizeAgent)
+		hubs = append(hubs, h)
+		addrs = append(addrs, h.AgentAddr)
+	}
+	relay := startRelay(t, addrs...).addr
+	for _, cluster := range []string{"cluster1", "cluster2"} {
+		startAgent(t, pki, relay, cluster, "host="+cluster)
+	}
+	for _, h := range hubs {
+		g.Eventually(h.ours.Agents).WithTimeout(30*time.Second).Should(Equal(2), "both agents on every server")
+	}
+}

@@ -609,7 +609,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			Expect(policy.Spec).To(Equal(networkingv1.NetworkPolicySpec{
 				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"component": userName}},
 				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-				Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{tcp(8080), tcp(8081), tcp(9092), tcp(8000)}}},
+				Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{tcp(8080), tcp(8081), tcp(9092), tcp(8000), tcp(8002)}}},
 			}))
 			By("the policies admit exactly the pod's container ports, and select its pods")
 			for _, c := range []struct {
@@ -666,6 +666,7 @@ var _ = Describe("Rendering the chart", Label("helm", "static"), func() {
 			Expect(c.Ports).To(Equal([]corev1.ContainerPort{
 				{Name: "user-server", ContainerPort: 9092, Protocol: corev1.ProtocolTCP},
 				{Name: "user-healthz", ContainerPort: 8000, Protocol: corev1.ProtocolTCP},
+				{Name: "user-metrics", ContainerPort: 8002, Protocol: corev1.ProtocolTCP},
 			}))
 			Expect(c.LivenessProbe).To(Equal(&corev1.Probe{
 				ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("user-healthz")}},
