@@ -167,7 +167,7 @@ test-unit: ## Run unit tests (with -race).
 # coordinator can fail a duration-bounded run with "context deadline
 # exceeded" at the deadline, without any failing input (golang/go#75804,
 # fixed in Go 1.27); a count has no deadline to race.
-FUZZ_TARGETS := ./internal/serviceproxy:FuzzResolveTarget ./internal/userserver:FuzzParseRoute ./internal/tunnel/server:FuzzPacketHandling
+FUZZ_TARGETS := ./internal/serviceproxy:FuzzResolveTarget ./internal/userserver:FuzzParseRoute ./internal/tunnel/server:FuzzPacketHandling ./pkg/client/wire:FuzzUnmarshal
 FUZZ_TIME ?= 30000x
 
 .PHONY: test-fuzz

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
 	konnectivity "sigs.k8s.io/apiserver-network-proxy/konnectivity-client/pkg/client"
+
+	"open-cluster-management.io/cluster-proxy/pkg/client/wire"
 )
 
 // reconnectMaxDelay caps gRPC's backoff between connection attempts of one
@@ -119,6 +121,9 @@ func NewDialer(address string, tlsConfig *tls.Config, opts ...DialerOption) (*Di
 	dialOptions := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig.Clone())),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoffConfig}),
+		// Received data is copied once instead of twice (wire.Codec);
+		// any konnectivity proxy-server understands it.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wire.Codec{})),
 	}
 	if cfg.contextDialer != nil {
 		dialOptions = append(dialOptions, grpc.WithContextDialer(cfg.contextDialer))

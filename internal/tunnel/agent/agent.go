@@ -37,6 +37,7 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
 
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
+	"open-cluster-management.io/cluster-proxy/pkg/client/wire"
 )
 
 const (
@@ -266,6 +267,10 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	}
 	conn, err := grpc.NewClient(a.opts.ServerAddress,
 		grpc.WithTransportCredentials(a.opts.Credentials),
+		// DATA from the proxy-server is copied once, and handed to the
+		// backend from there (wire.Codec); what the agent sends is copied
+		// once too: its read buffers are reused.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wire.Codec{})),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: a.opts.KeepaliveTime, PermitWithoutStream: true}))
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
 
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
+	"open-cluster-management.io/cluster-proxy/pkg/client/wire"
 )
 
 // The fuzz target drives the real Connect and Proxy handlers over
@@ -146,6 +147,17 @@ func (s *fuzzStream) Send(pkt *client.Packet) error {
 	defer s.mu.Unlock()
 	s.sent = append(s.sent, pkt)
 	return nil
+}
+
+// SendMsg is how the server sends (wire.Owned packets).
+func (s *fuzzStream) SendMsg(m any) error {
+	switch m := m.(type) {
+	case wire.Owned:
+		return s.Send(m.Packet)
+	case *client.Packet:
+		return s.Send(m)
+	}
+	return fmt.Errorf("the server sent a %T", m)
 }
 
 func (s *fuzzStream) Recv() (*client.Packet, error) {

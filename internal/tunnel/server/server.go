@@ -44,6 +44,7 @@ import (
 	"sigs.k8s.io/apiserver-network-proxy/proto/header"
 
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
+	"open-cluster-management.io/cluster-proxy/pkg/client/wire"
 )
 
 // Strategy is a way to pick the agent for a dial, as
@@ -167,10 +168,13 @@ type backend struct {
 	draining atomic.Bool
 }
 
+// send sends pkt to the agent. Every DATA a server sends it received
+// whole from a peer (wire.Codec decoded it into a buffer of its own) and
+// does not touch again: gRPC may have it without a copy.
 func (b *backend) send(pkt *client.Packet) error {
 	b.sendMu.Lock()
 	defer b.sendMu.Unlock()
-	return b.stream.Send(pkt)
+	return b.stream.SendMsg(wire.Owned{Packet: pkt})
 }
 
 // frontend is one ProxyService stream.
@@ -184,10 +188,12 @@ type frontend struct {
 	dials map[int64]struct{}
 }
 
+// send sends pkt to the frontend; its DATA is the server's to give, as
+// for backend.send.
 func (f *frontend) send(pkt *client.Packet) error {
 	f.sendMu.Lock()
 	defer f.sendMu.Unlock()
-	return f.stream.Send(pkt)
+	return f.stream.SendMsg(wire.Owned{Packet: pkt})
 }
 
 // pendingDial is a DIAL_REQ sent to an agent and not yet answered.
