@@ -63,20 +63,35 @@ func (s *Store) Trusted() []*x509.Certificate {
 // self-signed CA (certs.NewCA) and the Secret when it does not exist. When
 // two callers race, exactly one Secret is created and both return its CA.
 func (s *Store) LoadOrCreate(ctx context.Context) (*certs.CA, error) {
-	ca, err := s.loadOrCreate(ctx)
-	if err == nil {
-		s.loaded.Store(ca.Cert)
+	a, err := s.Authority(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return ca, err
+	return a.Signing, nil
 }
 
-func (s *Store) loadOrCreate(ctx context.Context) (*certs.CA, error) {
-	ca, err := s.load(ctx)
+// Authority returns the authority the Secret holds (creating the Secret
+// as LoadOrCreate does): the signing CA and, during a rotation, the other
+// one trusted beside it. It reads the Secret once (twice when it raced
+// another manager creating it).
+func (s *Store) Authority(ctx context.Context) (*Authority, error) {
+	a, err := s.loadOrCreate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.loaded.Store(a.Signing.Cert)
+	trusted := a.Trusted()
+	s.trusted.Store(&trusted)
+	return a, nil
+}
+
+func (s *Store) loadOrCreate(ctx context.Context) (*Authority, error) {
+	a, _, err := s.loadAuthority(ctx)
 	if err == nil || !apierrors.IsNotFound(err) {
-		return ca, err
+		return a, err
 	}
 
-	ca, err = certs.NewCA(certs.CACommonName, s.Clock.Now(), certs.CAValidity)
+	ca, err := certs.NewCA(certs.CACommonName, s.Clock.Now(), certs.CAValidity)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create a certificate authority: %w", err)
 	}
@@ -88,21 +103,14 @@ func (s *Store) loadOrCreate(ctx context.Context) (*certs.CA, error) {
 	switch err := s.Client.Create(ctx, secret); {
 	case err == nil:
 		klog.FromContext(ctx).Info("created certificate authority", "secret", klog.KObj(secret))
-		return ca, nil
+		return &Authority{Signing: ca}, nil
 	case apierrors.IsAlreadyExists(err):
 		// Another manager won the race: use its CA.
-		return s.load(ctx)
+		a, _, err := s.loadAuthority(ctx)
+		return a, err
 	default:
 		return nil, fmt.Errorf("failed to create CA secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
-}
-
-func (s *Store) load(ctx context.Context) (*certs.CA, error) {
-	a, _, err := s.loadAuthority(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return a.Signing, nil
 }
 
 // loadAuthority reads the Secret and the authority it holds.
@@ -119,23 +127,6 @@ func (s *Store) loadAuthority(ctx context.Context) (*Authority, *corev1.Secret, 
 		return nil, nil, err
 	}
 	return a, secret, nil
-}
-
-// Authority returns the authority the Secret holds (creating the Secret
-// as LoadOrCreate does): the signing CA and, during a rotation, the other
-// one trusted beside it.
-func (s *Store) Authority(ctx context.Context) (*Authority, error) {
-	if _, err := s.LoadOrCreate(ctx); err != nil {
-		return nil, err
-	}
-	a, _, err := s.loadAuthority(ctx)
-	if err != nil {
-		return nil, err
-	}
-	s.loaded.Store(a.Signing.Cert)
-	trusted := a.Trusted()
-	s.trusted.Store(&trusted)
-	return a, nil
 }
 
 // Advance moves the CA rotation on from phase from: PhaseNone starts a

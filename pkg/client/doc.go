@@ -9,6 +9,8 @@
 //
 //   - TLSConfigFromSecrets and TLSConfigForHub build the mutual TLS
 //     configuration from the Secrets the addon-manager writes;
+//     ReloadingTLSConfigForHub builds one that reads them again as they
+//     change (certificate renewal, CA rotation), for long-running programs;
 //   - Dialer keeps one gRPC connection to a proxy-server for many dials and
 //     rebuilds it by itself when the proxy-server goes away;
 //   - RESTConfigForCluster turns a Dialer and managed-cluster credentials into

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -35,62 +34,16 @@ const signerSecretName = "cluster-proxy-signer"
 const rotationWait = 6 * time.Minute
 
 // reloadingHubTLS is the TLS of a proxy-server client that follows the
-// Secrets as a long-running user would: the client certificate and the CA
-// bundle are read again every few seconds.
-type reloadingHubTLS struct {
-	mu  sync.Mutex
-	cfg *tls.Config
-}
-
-func newReloadingHubTLS(ctx context.Context) *tls.Config {
+// Secrets as a long-running user would (client.ReloadingTLSConfig), reading
+// them every 2 seconds.
+func reloadingHubTLS(ctx context.Context) *tls.Config {
 	GinkgoHelper()
-	r := &reloadingHubTLS{}
-	load := func() error {
-		cfg, err := client.TLSConfigForHub(ctx, hubCfg, localenv.MPCName)
-		if err != nil {
-			return err
-		}
-		r.mu.Lock()
-		r.cfg = cfg
-		r.mu.Unlock()
-		return nil
-	}
-	Expect(load()).To(Succeed())
 	reloadCtx, stop := context.WithCancel(ctx)
 	DeferCleanup(stop)
-	go func() {
-		ticker := time.NewTicker(2 * time.Second)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-reloadCtx.Done():
-				return
-			case <-ticker.C:
-				_ = load() // a failed read keeps the last good material
-			}
-		}
-	}()
-	current := func() *tls.Config {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.cfg
-	}
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return &current().Certificates[0], nil
-		},
-		InsecureSkipVerify: true, //nolint:gosec // VerifyConnection verifies against the CA bundle as read now.
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			c := current()
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("no server certificate")
-			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: c.RootCAs, DNSName: c.ServerName,
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-			return err
-		},
-	}
+	cfg, err := client.ReloadingTLSConfig(reloadCtx, 2*time.Second, func(ctx context.Context) (*tls.Config, error) {
+		return client.TLSConfigForHub(ctx, hubCfg, localenv.MPCName)
+	})
+	Expect(err).NotTo(HaveOccurred())
 	return cfg
 }
 
@@ -158,7 +111,7 @@ var _ = Describe("CA rotation on the local environment", Ordered, Label("carotat
 		}
 
 		By("sending a steady stream of tunnelled requests to both clusters through a pooled Dialer that follows the Secrets")
-		d := hubDialerWith(newReloadingHubTLS(ctx))
+		d := hubDialerWith(reloadingHubTLS(ctx))
 		var requests atomic.Int64
 		var failuresMu sync.Mutex
 		var failures []string

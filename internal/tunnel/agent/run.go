@@ -3,9 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -13,8 +10,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
 
+	"open-cluster-management.io/cluster-proxy/internal/tlsfiles"
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/endpoints"
-	"open-cluster-management.io/cluster-proxy/internal/tunnel/tlsfiles"
 )
 
 // drainPoll is how often a draining agent checks whether it is idle.
@@ -51,7 +48,7 @@ func Run(ctx context.Context, stop <-chan struct{}, c RunConfig) error {
 	if err != nil {
 		return err
 	}
-	c.Options.Credentials = credentials.NewTLS(creds.Config())
+	c.Options.Credentials = credentials.NewTLS(creds.Config(ctx))
 	if creds.cert != nil && c.Options.Certificate == nil {
 		// A renewed certificate (a CA rotation's above all) replaces the
 		// connections made with the old one, without cutting what they carry.
@@ -130,13 +127,12 @@ type ReloadingClientTLS struct {
 	alpn       []string
 	cert       *tlsfiles.KeyPair
 	roots      *tlsfiles.Pool
-	caFile     string
 }
 
 // NewReloadingClientTLS reads the files once (failing when they are not
 // usable) and returns the configuration source.
 func NewReloadingClientTLS(certFile, keyFile, caFile, serverName string, alpn []string) (*ReloadingClientTLS, error) {
-	r := &ReloadingClientTLS{serverName: serverName, alpn: alpn, caFile: caFile}
+	r := &ReloadingClientTLS{serverName: serverName, alpn: alpn}
 	var err error
 	if certFile != "" {
 		if r.cert, err = tlsfiles.NewKeyPair(certFile, keyFile); err != nil {
@@ -167,8 +163,9 @@ func (r *ReloadingClientTLS) CertificateSerial() string {
 // Config returns the client configuration. With a CA file, the server's
 // chain is verified against the CA as read at each handshake (crypto/tls's
 // own verification is replaced because its roots are fixed); without one,
-// against the system roots.
-func (r *ReloadingClientTLS) Config() *tls.Config {
+// against the system roots. ctx gives the logger that reports a CA file
+// that cannot be read.
+func (r *ReloadingClientTLS) Config(ctx context.Context) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.serverName, NextProtos: r.alpn}
 	if r.cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -180,25 +177,8 @@ func (r *ReloadingClientTLS) Config() *tls.Config {
 		return cfg
 	}
 	cfg.InsecureSkipVerify = true //nolint:gosec // VerifyConnection verifies the chain and the name against the re-read CA.
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		pool, _ := r.roots.Get()
-		if len(cs.PeerCertificates) == 0 {
-			return errors.New("the proxy-server presented no certificate")
-		}
-		intermediates := x509.NewCertPool()
-		for _, c := range cs.PeerCertificates[1:] {
-			intermediates.AddCert(c)
-		}
-		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-			// The configured name, not cs.ServerName: that is empty when the
-			// name is an IP address (no SNI), which would skip the check.
-			Roots: pool, Intermediates: intermediates, DNSName: r.serverName,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		})
-		if err != nil {
-			return fmt.Errorf("the proxy-server's certificate is not valid for %q under CA %s: %w", r.serverName, r.caFile, err)
-		}
-		return nil
-	}
+	// The configured name, not the connection's SNI name: crypto/tls sends
+	// none for an IP address.
+	cfg.VerifyConnection = tlsfiles.VerifyServer(ctx, r.roots, r.serverName)
 	return cfg
 }

@@ -6,7 +6,7 @@ import (
 	"errors"
 
 	"open-cluster-management.io/cluster-proxy/internal/identity"
-	"open-cluster-management.io/cluster-proxy/internal/tunnel/tlsfiles"
+	"open-cluster-management.io/cluster-proxy/internal/tlsfiles"
 )
 
 // ReloadingTLS is a server TLS configuration whose serving certificate and
