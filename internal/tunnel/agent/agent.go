@@ -267,10 +267,11 @@ func (a *Agent) connectOnce(ctx context.Context) error {
 	}
 	conn, err := grpc.NewClient(a.opts.ServerAddress,
 		grpc.WithTransportCredentials(a.opts.Credentials),
-		// DATA from the proxy-server is copied once, and handed to the
-		// backend from there (wire.Codec); what the agent sends is copied
-		// once too: its read buffers are reused.
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wire.Codec{})),
+		// DATA from the proxy-server is copied once, into a pooled buffer
+		// the endpoint's writer gives back once it wrote it to the backend
+		// (wire.Codec, wire.Release); what the agent sends is copied once
+		// too: its read buffers are reused.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(wire.Codec{Pool: true})),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: a.opts.KeepaliveTime, PermitWithoutStream: true}))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"open-cluster-management.io/cluster-proxy/internal/tunnel/credit"
+	"open-cluster-management.io/cluster-proxy/pkg/client/wire"
 )
 
 // endpoint is one backend connection.
@@ -116,15 +117,19 @@ func (ep *endpoint) write() {
 		ep.mu.Unlock()
 		signal(ep.room)
 		for _, data := range batch {
-			if _, err := ep.conn.Write(data); err != nil {
+			_, err := ep.conn.Write(data)
+			n := len(data)
+			// The bytes were a received packet's, held only here.
+			wire.Release(data)
+			if err != nil {
 				ep.close()
 				return
 			}
 			ep.mu.Lock()
-			ep.queued -= len(data)
+			ep.queued -= n
 			ep.mu.Unlock()
 			if ep.sendCredit != nil {
-				if grant := ep.receipt.Delivered(len(data)); grant > 0 {
+				if grant := ep.receipt.Delivered(n); grant > 0 {
 					_ = ep.sc.send(credit.WindowPacket(ep.id, grant))
 				}
 			}

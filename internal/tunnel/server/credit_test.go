@@ -141,8 +141,12 @@ func dialRawAgent(t *testing.T, ts *testServer, agent *rawAgent, address string,
 	return conn, data
 }
 
-// received sums what arrives on data until nothing more comes for quiet.
+// received sums what arrives on data until nothing more comes for quiet
+// after the first packet, which it waits up to 10 s for (a loaded machine
+// may take longer than quiet to deliver it; waiting longer can only show
+// more bytes than the credit allowed, never fewer).
 func received(data <-chan []byte, quiet time.Duration, into *bytes.Buffer) {
+	wait := 10 * time.Second
 	for {
 		select {
 		case d, ok := <-data:
@@ -150,7 +154,8 @@ func received(data <-chan []byte, quiet time.Duration, into *bytes.Buffer) {
 				return
 			}
 			into.Write(d)
-		case <-time.After(quiet):
+			wait = quiet
+		case <-time.After(wait):
 			return
 		}
 	}

@@ -117,7 +117,9 @@ func (r *route) drain() {
 		r.queued -= size
 		r.sending = true
 		r.mu.Unlock()
-		err := r.f.send(pkt)
+		// The queue holds the agent's DATA and CLOSE_RSP, which nothing
+		// reads after this.
+		err := r.f.forward(pkt)
 		if err == nil && size > 0 {
 			if grant := r.receipt.Delivered(size); grant > 0 {
 				_ = r.b.send(credit.WindowPacket(r.connID, grant))
@@ -135,16 +137,26 @@ func (r *route) drain() {
 	}
 }
 
-// toAgentData sends the frontend's data to the agent within the credit,
-// waiting for more when it runs out (which holds up this frontend's
-// stream only). It gives up when the connection or the frontend is gone.
+// toAgentData sends the frontend's data (a received packet's, which
+// nothing reads after this) to the agent within the credit, waiting for
+// more when it runs out (which holds up this frontend's stream only). It
+// gives up when the connection or the frontend is gone.
 func (r *route) toAgentData(data []byte) {
-	for len(data) > 0 {
+	for first := true; len(data) > 0; first = false {
 		n := r.toAgent.Take(min(len(data), credit.MaxData), r.closed, r.f.stream.Context().Done())
 		if n == 0 {
 			return
 		}
-		if err := r.b.send(dataPacket(r.connID, data[:n])); err != nil {
+		pkt := dataPacket(r.connID, data[:n])
+		var err error
+		if first && n == len(data) {
+			// Sent whole: gRPC may recycle the bytes once written. Parts
+			// of split data are left to the garbage collector.
+			err = r.b.forward(pkt)
+		} else {
+			err = r.b.send(pkt)
+		}
+		if err != nil {
 			return
 		}
 		data = data[n:]

@@ -88,7 +88,7 @@ func Run(ctx context.Context, c RunConfig) error {
 		return fmt.Errorf("agent port: %w", err)
 	}
 	agentServer := grpc.NewServer(
-		grpc.ForceServerCodecV2(wire.Codec{}),
+		grpc.ForceServerCodecV2(wire.Codec{Pool: true}),
 		grpc.Creds(credentials.NewTLS(agentTLS.Config())),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: c.KeepaliveTime}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: agentKeepaliveMinTime, PermitWithoutStream: true}),
@@ -99,7 +99,7 @@ func Run(ctx context.Context, c RunConfig) error {
 		return fmt.Errorf("failed to listen for agents on %s: %w", c.AgentAddress, err)
 	}
 
-	frontendOpts := []grpc.ServerOption{grpc.ForceServerCodecV2(wire.Codec{}), grpc.KeepaliveParams(keepalive.ServerParameters{Time: c.FrontendKeepaliveTime})}
+	frontendOpts := []grpc.ServerOption{grpc.ForceServerCodecV2(wire.Codec{Pool: true}), grpc.KeepaliveParams(keepalive.ServerParameters{Time: c.FrontendKeepaliveTime})}
 	var frontendListener net.Listener
 	var frontendTLS *ReloadingTLS
 	if c.UDSName != "" {

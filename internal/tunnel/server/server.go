@@ -177,6 +177,15 @@ func (b *backend) send(pkt *client.Packet) error {
 	return b.stream.SendMsg(wire.Owned{Packet: pkt})
 }
 
+// forward sends pkt, a packet received from a frontend, to the agent;
+// nothing reads its DATA afterwards, so gRPC recycles the bytes once it
+// wrote them (wire.Release).
+func (b *backend) forward(pkt *client.Packet) error {
+	b.sendMu.Lock()
+	defer b.sendMu.Unlock()
+	return b.stream.SendMsg(wire.Owned{Packet: pkt, Recycle: true})
+}
+
 // frontend is one ProxyService stream.
 type frontend struct {
 	stream client.ProxyService_ProxyServer
@@ -194,6 +203,14 @@ func (f *frontend) send(pkt *client.Packet) error {
 	f.sendMu.Lock()
 	defer f.sendMu.Unlock()
 	return f.stream.SendMsg(wire.Owned{Packet: pkt})
+}
+
+// forward sends pkt, a packet received from an agent, to the frontend, as
+// backend.forward does.
+func (f *frontend) forward(pkt *client.Packet) error {
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	return f.stream.SendMsg(wire.Owned{Packet: pkt, Recycle: true})
 }
 
 // pendingDial is a DIAL_REQ sent to an agent and not yet answered.
@@ -407,7 +424,7 @@ func (s *Server) fromAgent(ctx context.Context, b *backend, pkt *client.Packet) 
 				r.push(closeResponse(data.ConnectID, fmt.Sprintf("agent %s sent more than the connection's credit", b.id)), 0)
 			}
 		case f != nil:
-			_ = f.send(pkt)
+			_ = f.forward(pkt)
 		default:
 			_ = b.send(closeRequest(data.ConnectID))
 		}
@@ -491,7 +508,7 @@ func (s *Server) fromFrontend(ctx context.Context, f *frontend, pkt *client.Pack
 		case r != nil:
 			r.toAgentData(data.Data)
 		case b != nil:
-			_ = b.send(pkt)
+			_ = b.forward(pkt)
 		default:
 			_ = f.send(closeResponse(data.ConnectID, "unknown connection"))
 		}

@@ -4,13 +4,18 @@
 // peer, and moves the bytes of DATA packets, which carry everything a
 // tunnel moves, with fewer copies:
 //
-//   - Unmarshal copies a received message once, into a buffer of its own,
-//     and a DATA packet's Data aliases that buffer. gRPC's codec copies it
-//     twice: into a pooled buffer, then into the bytes field protobuf
-//     allocates.
+//   - Unmarshal copies a DATA packet's bytes once, into a buffer of its
+//     own (from a pool with Codec.Pool, for payloads of MinPooled bytes
+//     and more). gRPC's
+//     codec copies them twice: into a pooled buffer, then into the bytes
+//     field protobuf allocates.
 //   - Marshal of an [Owned] packet hands its Data to gRPC without copying
 //     it: a packet a proxy-server forwards was received whole and is not
 //     used again. Other packets are copied once, as gRPC's codec does.
+//   - [Release] gives a received payload's buffer back to the pool once
+//     the proxy-agent wrote it to its backend; gRPC releases those of
+//     Owned packets with Recycle once it wrote them. Without that the
+//     garbage collector runs every few megabytes a tunnel moves.
 //
 // Messages other than konnectivity's Packet, and packets whose encoding is
 // not the plain one (unknown fields, fields repeated or out of order, an
@@ -43,14 +48,25 @@ const (
 // Codec is the codec; its Name is gRPC's protobuf codec's, so peers see
 // the same content type. Use it with grpc.ForceServerCodecV2 and
 // grpc.ForceCodecV2.
-type Codec struct{}
+type Codec struct {
+	// Pool makes Unmarshal copy payloads of MinPooled bytes and more into
+	// buffers of a pool, for a process that gives them back (Release);
+	// without it each payload gets a buffer of its own, which the garbage
+	// collector reclaims.
+	Pool bool
+}
 
 var _ encoding.CodecV2 = Codec{}
 
 // Owned is a packet whose sender gives up its Data: Marshal hands the
 // bytes to gRPC, which writes them after SendMsg returned, so the sender
 // must not change them afterwards. Send it with the stream's SendMsg.
-type Owned struct{ *client.Packet }
+type Owned struct {
+	*client.Packet
+	// Recycle says the Data is a received packet's and nothing reads it
+	// after this send: gRPC Releases it once written.
+	Recycle bool
+}
 
 // fallback is gRPC's protobuf codec.
 func fallback() encoding.CodecV2 { return encoding.GetCodecV2(grpcproto.Name) }
@@ -63,9 +79,10 @@ func (Codec) Name() string { return grpcproto.Name }
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	var pkt *client.Packet
 	owned := false
+	recycle := false
 	switch m := v.(type) {
 	case Owned:
-		pkt, owned = m.Packet, true
+		pkt, owned, recycle = m.Packet, true, m.Recycle
 	case *client.Packet:
 		pkt = m
 	default:
@@ -80,16 +97,22 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	header := appendDataHeader(make([]byte, 0, 48+len(d.Error)), pkt.Type, d)
 	if owned && len(d.Data) > 0 {
-		return mem.BufferSlice{mem.SliceBuffer(header), mem.SliceBuffer(d.Data)}, nil
+		payload := mem.Buffer(mem.SliceBuffer(d.Data))
+		if recycle {
+			b := d.Data
+			payload = mem.NewBuffer(&b, releasePool{})
+		}
+		return mem.BufferSlice{mem.SliceBuffer(header), payload}, nil
 	}
 	size := len(header) + len(d.Data)
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		return mem.BufferSlice{mem.SliceBuffer(append(header, d.Data...))}, nil
 	}
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(size)
-	copy((*buf)[copy(*buf, header):], d.Data)
-	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+	// A buffer of the pool, which gRPC gives back once written; unlike
+	// gRPC's own pool it is not zeroed first: every byte is written here.
+	buf := getBuffer(size)
+	copy(buf[copy(buf, header):], d.Data)
+	return mem.BufferSlice{mem.NewBuffer(&buf, releasePool{})}, nil
 }
 
 // appendDataHeader appends the encoding of a packet of type typ with
@@ -128,16 +151,31 @@ func appendDataHeader(b []byte, typ client.PacketType, d *client.Data) []byte {
 	return b
 }
 
-// Unmarshal decodes data into v. A Packet's message is copied once into a
-// buffer of its own, which a DATA packet's Data aliases; other messages
-// are decoded by gRPC's protobuf codec.
-func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+// Unmarshal decodes data into v. A DATA packet's bytes are copied once:
+// with Pool, from MinPooled bytes on, into a buffer of a pool (see
+// Release); otherwise with the message into a buffer its Data aliases.
+// Other messages are decoded by gRPC's protobuf codec.
+func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	pkt, ok := v.(*client.Packet)
 	if !ok {
 		return fallback().Unmarshal(data, v)
 	}
+	total := data.Len()
+	if c.Pool && len(data) > 0 && total >= MinPooled {
+		// The header is nearly always in the first of gRPC's buffers.
+		if h, ok := parseHeader(data[0].ReadOnlyData(), total); ok && h.size >= MinPooled {
+			payload := getBuffer(h.size)
+			copyFrom(data, h.offset, payload)
+			h.set(pkt, payload)
+			return nil
+		}
+	}
 	buf := materialize(data)
-	if decodeData(buf, pkt) {
+	if h, ok := parseHeader(buf, total); ok {
+		// Full slice expression: an append to Data cannot reach past it
+		// into the buffer.
+		end := h.offset + h.size
+		h.set(pkt, buf[h.offset:end:end])
 		return nil
 	}
 	if err := proto.Unmarshal(buf, pkt); err != nil {
@@ -159,80 +197,111 @@ func materialize(data mem.BufferSlice) []byte {
 	return bytes.Join(parts, nil)
 }
 
-// decodeData decodes buf into pkt when it is a packet with a Data payload
-// in the plain encoding: Packet's type (optional), then its data, and
-// within that connectID, error and data, each optional and in this order.
-// It reports false, leaving pkt for protobuf to decode, otherwise.
-func decodeData(buf []byte, pkt *client.Packet) bool {
-	var typ uint64
-	num, wt, n := protowire.ConsumeTag(buf)
-	if n < 0 {
-		return false
+// copyFrom copies data, from offset on, into dst.
+func copyFrom(data mem.BufferSlice, offset int, dst []byte) {
+	for _, b := range data {
+		r := b.ReadOnlyData()
+		if offset >= len(r) {
+			offset -= len(r)
+			continue
+		}
+		dst = dst[copy(dst, r[offset:]):]
+		offset = 0
+	}
+}
+
+// header is what precedes a DATA packet's bytes in the plain encoding.
+type header struct {
+	typ        uint64
+	connID     uint64
+	errText    string
+	hasPayload bool
+	// offset and size locate the payload in the message.
+	offset, size int
+}
+
+// set makes pkt the packet h describes, with payload as its Data.
+func (h *header) set(pkt *client.Packet, payload []byte) {
+	d := &client.Data{ConnectID: int64(h.connID), Error: h.errText}
+	if h.hasPayload {
+		d.Data = payload
+	}
+	pkt.Reset()
+	pkt.Type = client.PacketType(int32(h.typ))
+	pkt.Payload = &client.Packet_Data{Data: d}
+}
+
+// parseHeader parses the start b of a message of total bytes when it is a
+// packet with a Data payload in the plain encoding: Packet's type
+// (optional), then its data, and within that connectID, error and data,
+// each optional and in this order, the data last in the message. It
+// reports false, leaving the message for protobuf to decode, otherwise,
+// and when b ends before the payload's bytes start.
+func parseHeader(b []byte, total int) (header, bool) {
+	var h header
+	pos := 0
+	// field reads the next tag; it fails at the end of b.
+	field := func() (protowire.Number, protowire.Type, bool) {
+		num, wt, n := protowire.ConsumeTag(b[pos:])
+		if n < 0 {
+			return 0, 0, false
+		}
+		pos += n
+		return num, wt, true
+	}
+	varint := func(v *uint64) bool {
+		x, n := protowire.ConsumeVarint(b[pos:])
+		if n < 0 {
+			return false
+		}
+		*v, pos = x, pos+n
+		return true
+	}
+	num, wt, ok := field()
+	if !ok {
+		return h, false
 	}
 	if num == packetType && wt == protowire.VarintType {
-		if typ, n = consumeVarint(buf, n); n < 0 {
-			return false
+		if !varint(&h.typ) {
+			return h, false
 		}
-		buf = buf[n:]
-		if num, wt, n = protowire.ConsumeTag(buf); n < 0 {
-			return false
+		if num, wt, ok = field(); !ok {
+			return h, false
 		}
 	}
-	if num != packetData || wt != protowire.BytesType {
-		return false
+	var inner uint64
+	if num != packetData || wt != protowire.BytesType || !varint(&inner) || uint64(total-pos) != inner {
+		return h, false
 	}
-	msg, m := protowire.ConsumeBytes(buf[n:])
-	if m < 0 || n+m != len(buf) {
-		return false
-	}
-	d := &client.Data{}
 	last := protowire.Number(0)
-	for len(msg) > 0 {
-		num, wt, n := protowire.ConsumeTag(msg)
-		if n < 0 || num <= last {
-			return false
+	for pos < total {
+		num, wt, ok := field()
+		if !ok || num <= last {
+			return h, false
 		}
 		last = num
 		switch {
 		case num == dataConnID && wt == protowire.VarintType:
-			var v uint64
-			if v, n = consumeVarint(msg, n); n < 0 {
-				return false
+			if !varint(&h.connID) {
+				return h, false
 			}
-			d.ConnectID = int64(v)
 		case num == dataError && wt == protowire.BytesType:
-			s, m := protowire.ConsumeBytes(msg[n:])
-			if m < 0 || !utf8.Valid(s) {
-				return false
+			s, n := protowire.ConsumeBytes(b[pos:])
+			if n < 0 || !utf8.Valid(s) {
+				return h, false
 			}
-			d.Error = string(s)
-			n += m
+			h.errText = string(s)
+			pos += n
 		case num == dataPayload && wt == protowire.BytesType:
-			b, m := protowire.ConsumeBytes(msg[n:])
-			if m < 0 {
-				return false
+			var size uint64
+			if !varint(&size) || uint64(total-pos) != size {
+				return h, false
 			}
-			// Full slice expression: an append to Data cannot reach past
-			// it into the buffer.
-			d.Data = b[:len(b):len(b)]
-			n += m
+			h.hasPayload, h.offset, h.size = true, pos, int(size)
+			return h, true
 		default:
-			return false
+			return h, false
 		}
-		msg = msg[n:]
 	}
-	pkt.Reset()
-	pkt.Type = client.PacketType(int32(typ))
-	pkt.Payload = &client.Packet_Data{Data: d}
-	return true
-}
-
-// consumeVarint decodes the varint after a tag of n bytes at the start of
-// b, returning it and the bytes both take (negative when malformed).
-func consumeVarint(b []byte, n int) (uint64, int) {
-	v, m := protowire.ConsumeVarint(b[n:])
-	if m < 0 {
-		return 0, m
-	}
-	return v, n + m
+	return h, pos == total
 }

@@ -39,7 +39,7 @@ func packets() []*client.Packet {
 // gives back the same packet.
 func TestMarshalDecodesWithProtobuf(t *testing.T) {
 	for i, pkt := range packets() {
-		for _, v := range []any{pkt, Owned{pkt}} {
+		for _, v := range []any{pkt, Owned{Packet: pkt}, Owned{Packet: pkt, Recycle: true}} {
 			enc, err := Codec{}.Marshal(v)
 			if err != nil {
 				t.Fatalf("packet %d (%T): Marshal: %v", i, v, err)
@@ -52,13 +52,7 @@ func TestMarshalDecodesWithProtobuf(t *testing.T) {
 			if !proto.Equal(&viaProto, pkt) {
 				t.Fatalf("packet %d (%T): protobuf decodes %v, want %v", i, v, &viaProto, pkt)
 			}
-			var viaCodec client.Packet
-			if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(raw)}, &viaCodec); err != nil {
-				t.Fatalf("packet %d (%T): Unmarshal: %v", i, v, err)
-			}
-			if !proto.Equal(&viaCodec, pkt) {
-				t.Fatalf("packet %d (%T): Unmarshal gives %v, want %v", i, v, &viaCodec, pkt)
-			}
+			checkLikeProtobuf(t, raw)
 		}
 	}
 }
@@ -70,7 +64,7 @@ func TestOwnedDataIsNotCopied(t *testing.T) {
 	for _, size := range []int{10, 64 << 10} {
 		data := bytes.Repeat([]byte{'a'}, size)
 		pkt := dataPacket(client.PacketType_DATA, 1, "", data)
-		owned, err := Codec{}.Marshal(Owned{pkt})
+		owned, err := Codec{}.Marshal(Owned{Packet: pkt})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,18 +154,22 @@ func checkLikeProtobuf(t *testing.T, raw []byte) {
 	t.Helper()
 	var want client.Packet
 	wantErr := proto.Unmarshal(raw, &want)
-	for _, split := range []int{len(raw), len(raw) / 2} {
+	// Split in the middle, and within the header (which then spans two of
+	// gRPC's buffers).
+	for _, split := range []int{len(raw), len(raw) / 2, min(len(raw), 3)} {
 		in := mem.BufferSlice{mem.SliceBuffer(bytes.Clone(raw[:split]))}
 		if split < len(raw) {
 			in = append(in, mem.SliceBuffer(bytes.Clone(raw[split:])))
 		}
-		var got client.Packet
-		err := Codec{}.Unmarshal(in, &got)
-		if (err != nil) != (wantErr != nil) {
-			t.Fatalf("% x: Unmarshal error %v, protobuf's %v", raw, err, wantErr)
-		}
-		if err == nil && !proto.Equal(&got, &want) {
-			t.Fatalf("% x: Unmarshal gives %v, protobuf %v", raw, &got, &want)
+		for _, c := range []Codec{{}, {Pool: true}} {
+			var got client.Packet
+			err := c.Unmarshal(in, &got)
+			if (err != nil) != (wantErr != nil) {
+				t.Fatalf("% x: Unmarshal (pool %t) error %v, protobuf's %v", raw, c.Pool, err, wantErr)
+			}
+			if err == nil && !proto.Equal(&got, &want) {
+				t.Fatalf("% x: Unmarshal (pool %t) gives %v, protobuf %v", raw, c.Pool, &got, &want)
+			}
 		}
 	}
 }
@@ -192,6 +190,84 @@ func TestOtherMessagesUseProtobuf(t *testing.T) {
 	}
 }
 
+// TestLargePayloadsArePooled checks payloads of MinPooled bytes and more,
+// split over gRPC's buffers as frames deliver them: Data is the payload
+// alone in a pooled buffer, Release gives it back and a later packet gets
+// it again (sync.Pool drops some items, more so with -race: one reuse in
+// 20 is the witness), and a recycled Owned packet's bytes come back once
+// gRPC frees what Marshal returned.
+func TestLargePayloadsArePooled(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 5<<10) // 80 KiB
+	raw, err := proto.Marshal(dataPacket(client.PacketType_DATA, 77, "", payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := func() mem.BufferSlice {
+		var in mem.BufferSlice
+		for rest := raw; len(rest) > 0; {
+			n := min(len(rest), 16<<10)
+			in = append(in, mem.SliceBuffer(bytes.Clone(rest[:n])))
+			rest = rest[n:]
+		}
+		return in
+	}
+	reused, recycled := 0, 0
+	for range 20 {
+		var pkt client.Packet
+		if err := (Codec{Pool: true}).Unmarshal(frames(), &pkt); err != nil {
+			t.Fatal(err)
+		}
+		got := pkt.GetData().GetData()
+		if !bytes.Equal(got, payload) || pkt.GetData().GetConnectID() != 77 {
+			t.Fatalf("decoded %d bytes of connection %d", len(got), pkt.GetData().GetConnectID())
+		}
+		if cap(got) != 128<<10 {
+			t.Fatalf("the payload's buffer holds %d bytes, want its class's 128 KiB", cap(got))
+		}
+		Release(got)
+		var again client.Packet
+		if err := (Codec{Pool: true}).Unmarshal(frames(), &again); err != nil {
+			t.Fatal(err)
+		}
+		next := again.GetData().GetData()
+		if &next[0] == &got[0] {
+			reused++
+		}
+		enc, err := Codec{}.Marshal(Owned{Packet: &again, Recycle: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(enc.Materialize(), raw) {
+			t.Fatal("the recycled packet was not encoded as protobuf does")
+		}
+		enc.Free()
+		if b := getBuffer(len(payload)); &b[0] == &next[0] {
+			recycled++
+		}
+	}
+	if reused == 0 || recycled == 0 {
+		t.Fatalf("in 20 rounds a released buffer was reused %d times, a recycled one %d times", reused, recycled)
+	}
+}
+
+// TestReleaseLeavesOtherBuffersAlone checks that Release keeps only
+// buffers of a pooled size.
+func TestReleaseLeavesOtherBuffersAlone(t *testing.T) {
+	for _, c := range []int{100, MinPooled - 1, MinPooled + 1, 3 << 20, 8 << 20} {
+		b := make([]byte, c)
+		Release(b)
+		k, ok := classOf(c)
+		if !ok {
+			continue
+		}
+		for range 10 {
+			if got, _ := pools[k].Get().(*[]byte); got != nil && &(*got)[0] == &b[0] {
+				t.Fatalf("a buffer of %d bytes was pooled", c)
+			}
+		}
+	}
+}
+
 // FuzzUnmarshal feeds arbitrary bytes to Unmarshal: it never panics and
 // decodes exactly what protobuf decodes (or fails where protobuf fails),
 // and what it decoded Marshals back to bytes protobuf decodes the same.
@@ -209,7 +285,7 @@ func FuzzUnmarshal(f *testing.F) {
 		if err := (Codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(raw)}, &pkt); err != nil {
 			return
 		}
-		for _, v := range []any{&pkt, Owned{&pkt}} {
+		for _, v := range []any{&pkt, Owned{Packet: &pkt}} {
 			enc, err := Codec{}.Marshal(v)
 			if err != nil {
 				t.Fatalf("Marshal of a decoded packet: %v", err)
