@@ -115,6 +115,16 @@ func (s *Simulator) Connected() int {
 	return n
 }
 
+// ConnectFailures returns how many attempts to connect to a proxy-server
+// failed, over every agent.
+func (s *Simulator) ConnectFailures() int {
+	n := 0
+	for _, a := range s.agents {
+		n += a.ConnectFailures()
+	}
+	return n
+}
+
 // Stop stops every agent and waits for them.
 func (s *Simulator) Stop() {
 	s.cancel()

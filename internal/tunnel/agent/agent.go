@@ -130,6 +130,8 @@ type Agent struct {
 	nextConnID atomic.Int64
 	open       atomic.Int64 // open backend connections
 	dials      atomic.Int64 // backend dials in flight
+	// connectFailures counts failed attempts to connect to a proxy-server.
+	connectFailures atomic.Int64
 }
 
 // New returns an Agent for valid options.
@@ -159,6 +161,11 @@ func (a *Agent) ServerCount() int {
 // Open returns how many backend connections are open.
 func (a *Agent) Open() int { return int(a.open.Load()) }
 
+// ConnectFailures returns how many attempts to connect to a proxy-server
+// failed (a refused or broken connection, a failed handshake, a stream the
+// server refused) since the agent started.
+func (a *Agent) ConnectFailures() int { return int(a.connectFailures.Load()) }
+
 // Busy reports whether a backend connection is open or a dial is in flight.
 func (a *Agent) Busy() bool { return a.open.Load() > 0 || a.dials.Load() > 0 }
 
@@ -174,6 +181,7 @@ func (a *Agent) Run(ctx context.Context) {
 				if ctx.Err() != nil {
 					break
 				}
+				a.connectFailures.Add(1)
 				logger.V(2).Info("Failed to connect to a proxy-server", "address", a.opts.ServerAddress, "err", err.Error())
 				// Back off by half, with jitter, up to the cap.
 				wait = min(time.Duration(float64(wait)*(1.4+0.2*rand.Float64())), a.opts.SyncIntervalCap)
