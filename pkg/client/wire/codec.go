@@ -6,9 +6,8 @@
 //
 //   - Unmarshal copies a DATA packet's bytes once, into a buffer of its
 //     own (from a pool with Codec.Pool, for payloads of MinPooled bytes
-//     and more). gRPC's
-//     codec copies them twice: into a pooled buffer, then into the bytes
-//     field protobuf allocates.
+//     and more). gRPC's codec copies them twice: into a pooled buffer,
+//     then into the bytes field protobuf allocates.
 //   - Marshal of an [Owned] packet hands its Data to gRPC without copying
 //     it: a packet a proxy-server forwards was received whole and is not
 //     used again. Other packets are copied once, as gRPC's codec does.
